@@ -1,0 +1,636 @@
+/*
+ * module.c — smban._core: the only file of smban that includes Python.h.
+ *
+ * Multi-phase init (PEP 489), state in the module, heap types with GC.
+ * Binding functions are thin wrappers: parse arguments, call the core, turn
+ * a negative core return into an exception.  The GIL is released around
+ * batch classification; inside, no Python object is touched.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include "smban.h"
+
+typedef struct {
+    PyTypeObject *event_type;       /* structseq Event */
+    PyTypeObject *classifier_type;
+    PyObject *class_names;          /* tuple of str, by class id */
+    PyObject *kind_names;           /* tuple of str, by kind */
+} smban_state;
+
+static struct PyModuleDef smban_module;
+
+static smban_state *state_of(PyObject *module)
+{
+    return (smban_state *)PyModule_GetState(module);
+}
+
+/* ---- Event ---- */
+
+static PyStructSequence_Field event_fields[] = {
+    {"kind", "ban, suspect, benign or info"},
+    {"name", "the class, kebab-case (auth-failure, tls-fallback, ...)"},
+    {"ip", "the client address (str), or None"},
+    {"time", "epoch seconds (float) from the syslog frame, or None"},
+    {"pid", "the syslog pid, or None"},
+    {"qid", "the sendmail queue id, or None"},
+    {"user", "the user= of an AUTH line, or None"},
+    {"host", "the client's host name as logged, or None"},
+    {"mech", "the SASL mechanism, or None"},
+    {"code", "the SASL code, or None"},
+    {"detail", "the class's detail: TLS reason, command, reject text, ..."},
+    {"failures", "failures this line adds for ip in this mode (0, 1, or more when a session's pending failures resolve)"},
+    {"via", "the line's own class when name reports pending failures or a TLS fallback, else None"},
+    {"program", "the syslog tag"},
+    {NULL, NULL},
+};
+
+static PyStructSequence_Desc event_desc = {
+    "smban.Event",
+    "A recognised sendmail log line.",
+    event_fields,
+    14,
+};
+
+static PyObject *span_str(smban_span s)
+{
+    if (!s.p)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeUTF8(s.p, (Py_ssize_t)s.n, "backslashreplace");
+}
+
+/* New reference: an Event for ev, or NULL with an exception set. */
+static PyObject *make_event(smban_state *st, const smban_event *ev)
+{
+    PyObject *o = PyStructSequence_New(st->event_type);
+    PyObject *v;
+    if (!o)
+        return NULL;
+#define SET(i, expr)                         \
+    do {                                     \
+        if (!(v = (expr)))                   \
+            goto error;                      \
+        PyStructSequence_SET_ITEM(o, i, v);  \
+    } while (0)
+    SET(0, Py_NewRef(PyTuple_GET_ITEM(st->kind_names, ev->kind)));
+    SET(1, Py_NewRef(PyTuple_GET_ITEM(st->class_names, ev->cls)));
+    SET(2, ev->family ? PyUnicode_FromString(ev->ip) : Py_NewRef(Py_None));
+    SET(3, ev->has_time ? PyFloat_FromDouble(ev->time) : Py_NewRef(Py_None));
+    SET(4, ev->pid >= 0 ? PyLong_FromLong(ev->pid) : Py_NewRef(Py_None));
+    SET(5, span_str(ev->qid));
+    SET(6, span_str(ev->user));
+    SET(7, span_str(ev->host));
+    SET(8, span_str(ev->mech));
+    SET(9, ev->has_code ? PyLong_FromLong(ev->code) : Py_NewRef(Py_None));
+    SET(10, span_str(ev->detail));
+    SET(11, PyLong_FromLong(ev->failures));
+    SET(12, ev->via >= 0 ? Py_NewRef(PyTuple_GET_ITEM(st->class_names, ev->via))
+                         : Py_NewRef(Py_None));
+    SET(13, span_str(ev->prog));
+#undef SET
+    return o;
+error:
+    Py_DECREF(o);
+    return NULL;
+}
+
+/* ---- Classifier ---- */
+
+typedef struct {
+    PyObject_HEAD
+    smban_classifier *c;
+    PyObject *module;        /* strong: keeps the state alive */
+    int busy;                /* a batch runs without the GIL */
+} ClassifierObject;
+
+static int check_idle(ClassifierObject *self)
+{
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this Classifier is busy in another thread");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+Classifier_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"mode", "max_sessions", "session_idle",
+                             "max_trusted", "trust_seconds", "ref_time",
+                             "programs", NULL};
+    const char *mode = "normal";
+    Py_ssize_t max_sessions = 100000, max_trusted = 100000;
+    double session_idle = 3600, trust_seconds = 86400;
+    PyObject *ref_time = Py_None, *programs = Py_None, *joined = NULL;
+    smban_options opt;
+    char err[SMBAN_ERR_LEN] = "";
+    ClassifierObject *self = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|s$ndndOO:Classifier", kwlist,
+                                     &mode, &max_sessions, &session_idle,
+                                     &max_trusted, &trust_seconds, &ref_time,
+                                     &programs))
+        return NULL;
+    smban_options_default(&opt);
+    if (strcmp(mode, "normal") == 0)
+        opt.aggressive = 0;
+    else if (strcmp(mode, "aggressive") == 0)
+        opt.aggressive = 1;
+    else {
+        PyErr_Format(PyExc_ValueError,
+                     "mode must be 'normal' or 'aggressive', not %R",
+                     PyTuple_Size(args) ? PyTuple_GET_ITEM(args, 0)
+                                        : PyDict_GetItemString(kwargs, "mode"));
+        return NULL;
+    }
+    if (max_sessions < 1 || max_trusted < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_sessions and max_trusted must be >= 1");
+        return NULL;
+    }
+    opt.max_sessions = (size_t)max_sessions;
+    opt.max_trusted = (size_t)max_trusted;
+    opt.session_idle = session_idle;
+    opt.trust_seconds = trust_seconds;
+    if (ref_time != Py_None) {
+        opt.ref_time = PyFloat_AsDouble(ref_time);
+        if (opt.ref_time == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (programs != Py_None) {
+        if (PyUnicode_Check(programs)) {
+            joined = Py_NewRef(programs);
+        } else {
+            PyObject *sep = PyUnicode_FromString(",");
+            if (!sep)
+                return NULL;
+            joined = PyUnicode_Join(sep, programs);
+            Py_DECREF(sep);
+            if (!joined)
+                return NULL;
+        }
+        opt.programs = PyUnicode_AsUTF8(joined);
+        if (!opt.programs)
+            goto error;
+    }
+    self = (ClassifierObject *)type->tp_alloc(type, 0);
+    if (!self)
+        goto error;
+    self->module = PyType_GetModuleByDef(type, &smban_module);
+    if (!self->module)
+        goto error;
+    Py_INCREF(self->module);
+    if (smban_classifier_new(&opt, &self->c, err) < 0) {
+        PyErr_SetString(PyExc_ValueError, err);
+        goto error;
+    }
+    Py_XDECREF(joined);
+    return (PyObject *)self;
+error:
+    Py_XDECREF(joined);
+    Py_XDECREF(self);
+    return NULL;
+}
+
+static int Classifier_traverse(ClassifierObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->module);
+    return 0;
+}
+
+static int Classifier_clear(ClassifierObject *self)
+{
+    Py_CLEAR(self->module);
+    return 0;
+}
+
+static void Classifier_dealloc(ClassifierObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Classifier_clear(self);
+    smban_classifier_free(self->c);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* classify(line) -> Event | None.  line: str or bytes. */
+static PyObject *Classifier_classify(ClassifierObject *self, PyObject *line)
+{
+    const char *p;
+    Py_ssize_t n;
+    PyObject *tmp = NULL, *res;
+    smban_event ev;
+
+    if (check_idle(self) < 0)
+        return NULL;
+    if (PyUnicode_Check(line)) {
+        p = PyUnicode_AsUTF8AndSize(line, &n);
+        if (!p) {
+            /* lone surrogates (undecodable bytes read with surrogateescape) */
+            PyErr_Clear();
+            tmp = PyUnicode_AsEncodedString(line, "utf-8", "surrogateescape");
+            if (!tmp)
+                return NULL;
+            p = PyBytes_AS_STRING(tmp);
+            n = PyBytes_GET_SIZE(tmp);
+        }
+    } else if (PyBytes_Check(line)) {
+        p = PyBytes_AS_STRING(line);
+        n = PyBytes_GET_SIZE(line);
+    } else {
+        PyErr_Format(PyExc_TypeError, "classify() takes str or bytes, not %.100s",
+                     Py_TYPE(line)->tp_name);
+        return NULL;
+    }
+    /* tolerate the line terminator fail2ban and file iteration leave */
+    while (n && (p[n - 1] == '\n' || p[n - 1] == '\r'))
+        n--;
+    if (smban_classify(self->c, p, (size_t)n, &ev))
+        res = make_event(state_of(self->module), &ev);
+    else
+        res = Py_NewRef(Py_None);
+    Py_XDECREF(tmp);
+    return res;
+}
+
+/* What a batch collects while the GIL is released. */
+typedef struct {
+    int want_events;
+    uint64_t by_class[SMBAN_NCLASSES];
+    uint64_t by_kind[SMBAN_NKINDS];
+    uint64_t failures;
+    uint64_t *lineno;        /* want_events: growable arrays */
+    smban_event *events;
+    size_t n, cap;
+    int oom;
+} batch;
+
+static int batch_add(void *ctx, uint64_t lineno, const char *line, size_t len,
+                     const smban_event *ev)
+{
+    batch *b = ctx;
+    (void)line;
+    (void)len;
+    b->by_class[ev->cls]++;
+    b->by_kind[ev->kind]++;
+    b->failures += (uint64_t)ev->failures;
+    if (!b->want_events)
+        return 0;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 1024;
+        uint64_t *ln = realloc(b->lineno, cap * sizeof *ln);
+        if (ln)
+            b->lineno = ln;
+        smban_event *evs = ln ? realloc(b->events, cap * sizeof *evs) : NULL;
+        if (!ln || !evs) {
+            b->oom = 1;
+            return -1;
+        }
+        b->events = evs;
+        b->cap = cap;
+    }
+    b->lineno[b->n] = lineno;
+    b->events[b->n++] = *ev;
+    return 0;
+}
+
+static PyObject *count_dict(smban_state *st, const uint64_t *v, PyObject *names,
+                            Py_ssize_t n)
+{
+    PyObject *d = PyDict_New();
+    if (!d)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!v[i])
+            continue;
+        PyObject *x = PyLong_FromUnsignedLongLong(v[i]);
+        if (!x || PyDict_SetItem(d, PyTuple_GET_ITEM(names, i), x) < 0) {
+            Py_XDECREF(x);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(x);
+    }
+    (void)st;
+    return d;
+}
+
+/* classify_buffer(data, first_line=1, events=False)
+ *   events=False -> {"lines": n, "classes": {...}, "kinds": {...}, "failures": n}
+ *   events=True  -> the same dict with "events": [(lineno, Event), ...]
+ * The lines are classified with the GIL released. */
+static PyObject *Classifier_classify_buffer(ClassifierObject *self, PyObject *args,
+                                            PyObject *kwargs)
+{
+    static char *kwlist[] = {"data", "first_line", "events", NULL};
+    Py_buffer view;
+    unsigned long long first_line = 1;
+    int want_events = 0;
+    batch *b;
+    int64_t nlines;
+    PyObject *res = NULL, *x = NULL;
+    smban_state *st = state_of(self->module);
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|Kp:classify_buffer", kwlist,
+                                     &view, &first_line, &want_events))
+        return NULL;
+    if (check_idle(self) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    if (!(b = calloc(1, sizeof *b))) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    b->want_events = want_events;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    nlines = smban_classify_buffer(self->c, view.buf, (size_t)view.len,
+                                   first_line, batch_add, b);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (nlines < 0 || b->oom) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (!(res = PyDict_New()))
+        goto done;
+#define PUT(key, expr)                                                  \
+    do {                                                                \
+        if (!(x = (expr)) || PyDict_SetItemString(res, key, x) < 0)     \
+            goto error;                                                 \
+        Py_CLEAR(x);                                                    \
+    } while (0)
+    PUT("lines", PyLong_FromLongLong(nlines));
+    PUT("classes", count_dict(st, b->by_class, st->class_names, SMBAN_NCLASSES));
+    PUT("kinds", count_dict(st, b->by_kind, st->kind_names, SMBAN_NKINDS));
+    PUT("failures", PyLong_FromUnsignedLongLong(b->failures));
+    if (want_events) {
+        PyObject *list = PyList_New((Py_ssize_t)b->n);
+        if (!list)
+            goto error;
+        for (size_t i = 0; i < b->n; i++) {
+            PyObject *ev = make_event(st, &b->events[i]);
+            PyObject *t = ev ? Py_BuildValue("(KN)", (unsigned long long)b->lineno[i], ev)
+                             : NULL;
+            if (!t) {
+                Py_DECREF(list);
+                goto error;
+            }
+            PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+        }
+        PUT("events", list);
+    }
+#undef PUT
+    goto done;
+error:
+    Py_XDECREF(x);
+    Py_CLEAR(res);
+done:
+    free(b->lineno);
+    free(b->events);
+    free(b);
+    PyBuffer_Release(&view);
+    return res;
+}
+
+static PyObject *Classifier_stats(ClassifierObject *self, PyObject *Py_UNUSED(ignored))
+{
+    const smban_counters *k = smban_classifier_counters(self->c);
+    smban_table_stats s, t;
+    smban_classifier_table_stats(self->c, &s, &t);
+    return Py_BuildValue(
+        "{sKsKsKsKsKsKsKsKsKsKsKsnsnsKsKsnsK}",
+        "lines", (unsigned long long)k->lines,
+        "recognised", (unsigned long long)k->recognised,
+        "skipped_long", (unsigned long long)k->skipped_long,
+        "skipped_nul", (unsigned long long)k->skipped_nul,
+        "not_utf8", (unsigned long long)k->not_utf8,
+        "continuation", (unsigned long long)k->continuation,
+        "unframed", (unsigned long long)k->unframed,
+        "other_program", (unsigned long long)k->other_program,
+        "match_limit", (unsigned long long)k->match_limit,
+        "pending", (unsigned long long)k->pending,
+        "resolved", (unsigned long long)k->resolved,
+        "sessions", (Py_ssize_t)s.count,
+        "max_sessions", (Py_ssize_t)s.max,
+        "sessions_evicted", (unsigned long long)s.evicted,
+        "sessions_expired", (unsigned long long)s.expired,
+        "trusted", (Py_ssize_t)t.count,
+        "trusted_evicted", (unsigned long long)t.evicted);
+}
+
+static PyObject *Classifier_reset(ClassifierObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_idle(self) < 0)
+        return NULL;
+    smban_classifier_reset(self->c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Classifier_get_mode(ClassifierObject *self, void *Py_UNUSED(closure))
+{
+    return PyUnicode_FromString(smban_classifier_options(self->c)->aggressive
+                                ? "aggressive" : "normal");
+}
+
+static PyObject *Classifier_get_programs(ClassifierObject *self, void *Py_UNUSED(closure))
+{
+    return PyUnicode_FromString(smban_classifier_options(self->c)->programs);
+}
+
+static PyMethodDef Classifier_methods[] = {
+    {"classify", (PyCFunction)Classifier_classify, METH_O,
+     "classify(line) -> Event or None\n\nClassify one log line (str or bytes), in log order."},
+    {"classify_buffer", (PyCFunction)(void (*)(void))Classifier_classify_buffer,
+     METH_VARARGS | METH_KEYWORDS,
+     "classify_buffer(data, first_line=1, events=False) -> dict\n\n"
+     "Classify every line of a bytes-like buffer in C with the GIL released.\n"
+     "Returns {'lines', 'classes', 'kinds', 'failures'} and, with events=True,\n"
+     "'events': a list of (line number, Event)."},
+    {"stats", (PyCFunction)Classifier_stats, METH_NOARGS,
+     "stats() -> dict of counters: lines seen, skipped, sessions, evictions, ..."},
+    {"reset", (PyCFunction)Classifier_reset, METH_NOARGS,
+     "reset(): forget every session and trusted address."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Classifier_getset[] = {
+    {"mode", (getter)Classifier_get_mode, NULL, "normal or aggressive", NULL},
+    {"programs", (getter)Classifier_get_programs, NULL,
+     "the syslog tags taken as sendmail, comma-separated", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot Classifier_slots[] = {
+    {Py_tp_doc, "Classifier(mode='normal', *, max_sessions=100000, session_idle=3600.0,\n"
+                "           max_trusted=100000, trust_seconds=86400.0, ref_time=None,\n"
+                "           programs=None)\n\n"
+                "A session-aware classifier of sendmail log lines."},
+    {Py_tp_new, Classifier_new},
+    {Py_tp_dealloc, Classifier_dealloc},
+    {Py_tp_traverse, Classifier_traverse},
+    {Py_tp_clear, Classifier_clear},
+    {Py_tp_methods, Classifier_methods},
+    {Py_tp_getset, Classifier_getset},
+    {0, NULL},
+};
+
+static PyType_Spec Classifier_spec = {
+    "smban._core.Classifier",
+    sizeof(ClassifierObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    Classifier_slots,
+};
+
+/* ---- module functions ---- */
+
+static const char *const where_names[] = {"start", "inside", "end"};
+
+/* rules() -> list of dicts, in table order. */
+static PyObject *smban_rules_py(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *list = PyList_New(0);
+    if (!list)
+        return NULL;
+    for (size_t i = 0; i < smban_nrules; i++) {
+        const smban_rule *r = &smban_rules[i];
+        char *c = r->pattern ? smban_expand(r->pattern, 0) : NULL;
+        char *t = r->pattern ? smban_expand(r->pattern, 1) : NULL;
+        PyObject *d = NULL;
+        if (r->pattern && (!c || !t)) {
+            PyErr_NoMemory();
+        } else {
+            d = Py_BuildValue("{sssssssssOszszszsz}",
+                              "name", smban_class_name(r->cls),
+                              "kind", smban_kind_name(smban_class_kind(r->cls)),
+                              "where", where_names[r->where],
+                              "literal", r->literal,
+                              "twin", r->twin ? Py_True : Py_False,
+                              "pattern", r->pattern,
+                              "c_pattern", c,
+                              "twin_pattern", t);
+        }
+        free(c);
+        free(t);
+        if (!d || PyList_Append(list, d) < 0) {
+            Py_XDECREF(d);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(d);
+    }
+    (void)module;
+    return list;
+}
+
+/* classes() -> list of (name, kind, why), in table order. */
+static PyObject *smban_classes_py(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *list = PyList_New(SMBAN_NCLASSES);
+    if (!list)
+        return NULL;
+    for (int i = 0; i < SMBAN_NCLASSES; i++) {
+        PyObject *t = Py_BuildValue("(sss)", smban_class_name(i),
+                                    smban_kind_name(smban_class_kind(i)),
+                                    smban_class_why(i));
+        if (!t) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, t);
+    }
+    (void)module;
+    return list;
+}
+
+static PyMethodDef module_methods[] = {
+    {"rules", smban_rules_py, METH_NOARGS,
+     "rules() -> list of dicts: the rule table with both engines' patterns."},
+    {"classes", smban_classes_py, METH_NOARGS,
+     "classes() -> list of (name, kind, why)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int module_exec(PyObject *module)
+{
+    smban_state *st = state_of(module);
+
+    st->event_type = PyStructSequence_NewType(&event_desc);
+    if (!st->event_type || PyModule_AddType(module, st->event_type) < 0)
+        return -1;
+    st->classifier_type = (PyTypeObject *)PyType_FromModuleAndSpec(module,
+                                                                   &Classifier_spec, NULL);
+    if (!st->classifier_type || PyModule_AddType(module, st->classifier_type) < 0)
+        return -1;
+    if (!(st->class_names = PyTuple_New(SMBAN_NCLASSES)))
+        return -1;
+    for (int i = 0; i < SMBAN_NCLASSES; i++) {
+        PyObject *s = PyUnicode_InternFromString(smban_class_name(i));
+        if (!s)
+            return -1;
+        PyTuple_SET_ITEM(st->class_names, i, s);
+    }
+    if (!(st->kind_names = PyTuple_New(SMBAN_NKINDS)))
+        return -1;
+    for (int i = 0; i < SMBAN_NKINDS; i++) {
+        PyObject *s = PyUnicode_InternFromString(smban_kind_name(i));
+        if (!s)
+            return -1;
+        PyTuple_SET_ITEM(st->kind_names, i, s);
+    }
+    if (PyModule_AddIntConstant(module, "MAX_LINE", SMBAN_MAX_LINE) < 0)
+        return -1;
+    return 0;
+}
+
+static int module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    smban_state *st = state_of(module);
+    Py_VISIT(st->event_type);
+    Py_VISIT(st->classifier_type);
+    Py_VISIT(st->class_names);
+    Py_VISIT(st->kind_names);
+    return 0;
+}
+
+static int module_clear(PyObject *module)
+{
+    smban_state *st = state_of(module);
+    Py_CLEAR(st->event_type);
+    Py_CLEAR(st->classifier_type);
+    Py_CLEAR(st->class_names);
+    Py_CLEAR(st->kind_names);
+    return 0;
+}
+
+static void module_free(void *module)
+{
+    module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef smban_module = {
+    PyModuleDef_HEAD_INIT,
+    "smban._core",
+    "smban's C core: the sendmail log classifier.",
+    sizeof(smban_state),
+    module_methods,
+    module_slots,
+    module_traverse,
+    module_clear,
+    module_free,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    return PyModuleDef_Init(&smban_module);
+}

@@ -1,0 +1,225 @@
+/*
+ * session.c — a bounded table of sessions with LRU eviction and idle expiry.
+ *
+ * The classifier keeps one entry per SMTP session (syslog host, program,
+ * pid) and one per IP that proved itself legitimate.  Attackers choose how
+ * many sessions they open, so the table is fixed-size: entries live in a
+ * pool allocated once, an open-addressing index (linear probing, deletion by
+ * backward shift) finds them, and a doubly linked list in use order gives
+ * the entry to expire (idle for longer than `idle`, in log time) or to
+ * evict (the table is full).  Every operation is O(1) amortised.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+
+#include "smban.h"
+
+#define NIL UINT32_MAX
+
+struct smban_table {
+    smban_session *pool;
+    uint32_t *index;        /* pool index or NIL */
+    size_t max, mask, count;
+    uint32_t head, tail;    /* most / least recently used */
+    uint32_t free_head;     /* free list through .next */
+    double idle;
+    uint64_t evicted, expired;
+};
+
+/* 64-bit hash of bytes (FNV-1a, then a final avalanche). */
+uint64_t smban_hash_bytes(const void *p, size_t n, uint64_t seed)
+{
+    const unsigned char *b = p;
+    uint64_t h = 1469598103934665603ULL ^ seed;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 1099511628211ULL;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static uint32_t key_hash(uint64_t k0, uint64_t k1)
+{
+    uint64_t h = k0 ^ (k1 * 0x9E3779B97F4A7C15ULL);
+    h ^= h >> 31;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 29;
+    return (uint32_t)h;
+}
+
+int smban_table_new(size_t max, double idle, smban_table **out,
+                    char err[SMBAN_ERR_LEN])
+{
+    smban_table *t;
+    size_t cap = 16;
+
+    *out = NULL;
+    if (max < 1 || max > (size_t)1 << 28) {
+        snprintf(err, SMBAN_ERR_LEN, "table size %zu out of range 1..%zu",
+                 max, (size_t)1 << 28);
+        return SMBAN_EINVAL;
+    }
+    while (cap < 2 * max)
+        cap <<= 1;
+    if (!(t = calloc(1, sizeof *t)))
+        goto nomem;
+    t->pool = calloc(max, sizeof *t->pool);
+    t->index = malloc(cap * sizeof *t->index);
+    if (!t->pool || !t->index)
+        goto nomem;
+    t->max = max;
+    t->mask = cap - 1;
+    t->idle = idle;
+    smban_table_clear(t);
+    *out = t;
+    return 0;
+nomem:
+    smban_table_free(t);
+    snprintf(err, SMBAN_ERR_LEN, "out of memory for a table of %zu entries", max);
+    return SMBAN_ENOMEM;
+}
+
+void smban_table_free(smban_table *t)
+{
+    if (!t)
+        return;
+    free(t->pool);
+    free(t->index);
+    free(t);
+}
+
+void smban_table_clear(smban_table *t)
+{
+    memset(t->index, 0xff, (t->mask + 1) * sizeof *t->index);
+    memset(t->pool, 0, t->max * sizeof *t->pool);
+    for (size_t i = 0; i < t->max; i++)
+        t->pool[i].next = i + 1 < t->max ? (uint32_t)(i + 1) : NIL;
+    t->free_head = 0;
+    t->head = t->tail = NIL;
+    t->count = 0;
+}
+
+static void lru_unlink(smban_table *t, smban_session *s)
+{
+    if (s->prev != NIL)
+        t->pool[s->prev].next = s->next;
+    else
+        t->head = s->next;
+    if (s->next != NIL)
+        t->pool[s->next].prev = s->prev;
+    else
+        t->tail = s->prev;
+}
+
+static void lru_push_head(smban_table *t, smban_session *s)
+{
+    uint32_t i = (uint32_t)(s - t->pool);
+    s->prev = NIL;
+    s->next = t->head;
+    if (t->head != NIL)
+        t->pool[t->head].prev = i;
+    t->head = i;
+    if (t->tail == NIL)
+        t->tail = i;
+}
+
+static size_t slot_of(const smban_table *t, const smban_session *s)
+{
+    uint32_t i = (uint32_t)(s - t->pool);
+    size_t j = s->hash & t->mask;
+    while (t->index[j] != i)
+        j = (j + 1) & t->mask;
+    return j;
+}
+
+void smban_table_del(smban_table *t, smban_session *s)
+{
+    size_t i = slot_of(t, s), j = i;
+
+    /* backward-shift deletion keeps every probe chain unbroken */
+    t->index[i] = NIL;
+    for (;;) {
+        j = (j + 1) & t->mask;
+        uint32_t e = t->index[j];
+        if (e == NIL)
+            break;
+        size_t home = t->pool[e].hash & t->mask;
+        /* move e to the hole at i unless its home lies in (i, j] */
+        int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            t->index[i] = e;
+            t->index[j] = NIL;
+            i = j;
+        }
+    }
+    lru_unlink(t, s);
+    memset(s, 0, sizeof *s);
+    s->next = t->free_head;
+    t->free_head = (uint32_t)(s - t->pool);
+    t->count--;
+}
+
+smban_session *smban_table_peek(smban_table *t, uint64_t k0, uint64_t k1)
+{
+    uint32_t h = key_hash(k0, k1);
+    for (size_t j = h & t->mask;; j = (j + 1) & t->mask) {
+        uint32_t e = t->index[j];
+        if (e == NIL)
+            return NULL;
+        smban_session *s = &t->pool[e];
+        if (s->hash == h && s->k0 == k0 && s->k1 == k1)
+            return s;
+    }
+}
+
+smban_session *smban_table_get(smban_table *t, uint64_t k0, uint64_t k1,
+                               double now, int create)
+{
+    smban_session *s;
+
+    /* expire from the least recently used end */
+    while (t->tail != NIL && t->pool[t->tail].last < now - t->idle) {
+        smban_table_del(t, &t->pool[t->tail]);
+        t->expired++;
+    }
+    if ((s = smban_table_peek(t, k0, k1))) {
+        lru_unlink(t, s);
+    } else {
+        if (!create)
+            return NULL;
+        if (t->count == t->max) {
+            smban_table_del(t, &t->pool[t->tail]);
+            t->evicted++;
+        }
+        uint32_t i = t->free_head;
+        s = &t->pool[i];
+        t->free_head = s->next;
+        memset(s, 0, sizeof *s);
+        s->k0 = k0;
+        s->k1 = k1;
+        s->hash = key_hash(k0, k1);
+        s->used = 1;
+        s->pending_cls = -1;
+        size_t j = s->hash & t->mask;
+        while (t->index[j] != NIL)
+            j = (j + 1) & t->mask;
+        t->index[j] = i;
+        t->count++;
+    }
+    if (now > s->last)
+        s->last = now;
+    lru_push_head(t, s);
+    return s;
+}
+
+void smban_table_get_stats(const smban_table *t, smban_table_stats *st)
+{
+    st->count = t->count;
+    st->max = t->max;
+    st->evicted = t->evicted;
+    st->expired = t->expired;
+}

@@ -1,0 +1,50 @@
+"""smban: a fail2ban plug-in library for sendmail servers.
+
+    import smban
+    c = smban.Classifier(mode="normal")
+    ev = c.classify(line)        # an Event, or None for a line of no interest
+    if ev and ev.failures:
+        ...                      # ev.ip counts ev.failures toward a ban
+
+See DESIGN.md in the source tree for the classification policy.
+"""
+from smban._core import Classifier as _Classifier, Event, MAX_LINE, classes, rules
+
+__all__ = ["Classifier", "Event", "EVENT_FIELDS", "MAX_LINE", "classes", "rules",
+           "KINDS"]
+
+__version__ = "0.1.0"
+
+#: The fields of an Event, in order.
+EVENT_FIELDS = Event.__match_args__
+
+#: Kinds, from the strongest to the weakest.
+KINDS = ("ban", "suspect", "benign", "info")
+
+
+class Classifier(_Classifier):
+    """A session-aware classifier of sendmail log lines.
+
+    Classifier(mode="normal", *, max_sessions=100000, session_idle=3600.0,
+               max_trusted=100000, trust_seconds=86400.0, ref_time=None,
+               programs=None)
+
+    mode          "normal" counts ban classes only; "aggressive" also counts
+                  suspects, except for addresses that delivered accepted mail
+                  (or authenticated) within trust_seconds.
+    max_sessions  bound of the session table (least recently used evicted).
+    session_idle  seconds of log time after which a session is forgotten.
+    ref_time      epoch used to infer the year of RFC 3164 dates (default:
+                  the wall clock).
+    programs      syslog tags taken as sendmail (default sendmail, sm-mta,
+                  sm-acceptingconnections).
+
+    classify(line) takes lines in log order and returns an Event or None;
+    classify_buffer(data) classifies a whole buffer in C without the GIL.
+    """
+
+    __slots__ = ()
+
+    def event_dict(self, ev):
+        """The Event as a dict (for JSON)."""
+        return dict(zip(EVENT_FIELDS, ev))
