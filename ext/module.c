@@ -505,7 +505,7 @@ static PyObject *smban_rules_py(PyObject *module, PyObject *Py_UNUSED(ignored))
         if (r->pattern && (!c || !t)) {
             PyErr_NoMemory();
         } else {
-            d = Py_BuildValue("{sssssssssOszszszsz}",
+            d = Py_BuildValue("{sssssssssOszszsz}",
                               "name", smban_class_name(r->cls),
                               "kind", smban_kind_name(smban_class_kind(r->cls)),
                               "where", where_names[r->where],

@@ -1,0 +1,173 @@
+"""Shared fixtures of smban's test suite.
+
+Tests run with TZ=UTC so that local-time syslog stamps have one meaning,
+and with a fixed reference time for the year of RFC 3164 dates.
+"""
+import calendar
+import json
+import os
+import re
+import shutil
+import sys
+import time
+
+import pytest
+
+os.environ["TZ"] = "UTC"
+time.tzset()
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FIXTURES = os.path.join(HERE, "fixtures")
+# fail2ban's configuration and test logs, from the installed package
+F2B_CONFIG = "/etc/fail2ban"
+
+#: The reference "now" of the fixtures: RFC 3164 dates fall in 2024.
+REF_TIME = calendar.timegm((2024, 12, 31, 12, 0, 0))
+
+import smban  # noqa: E402  (after TZ is set)
+
+
+def iso_to_epoch(text):
+    """An ISO 8601 time of a fixture ("2024-11-17T00:33:33[.fff][Z]"), read
+    as UTC (the tests' local zone)."""
+    m = re.match(r"^(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(\.\d+)?Z?$", text)
+    if not m:
+        raise ValueError("bad fixture time %r" % text)
+    y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
+    frac = float(m.group(7)) if m.group(7) else 0.0
+    return calendar.timegm((y, mo, d, h, mi, s)) + frac
+
+
+class Sample:
+    """One annotated line of a fixture file."""
+
+    def __init__(self, path, lineno, line, spec):
+        self.path = path
+        self.lineno = lineno
+        self.line = line
+        self.spec = spec            # the failJSON dict, or None
+
+    @property
+    def id(self):
+        return "%s:%d" % (os.path.basename(self.path), self.lineno)
+
+    def smban(self, mode):
+        """The expected C-engine event for mode: a dict, None (no event), or
+        False (nothing said)."""
+        if self.spec is None or "smban" not in self.spec:
+            return False
+        exp = self.spec["smban"]
+        if exp is None:
+            return None
+        exp = dict(exp)
+        over = exp.pop("aggressive", {})
+        if mode == "aggressive":
+            exp.update(over)
+        return exp
+
+
+def read_samples(path):
+    """Parse a fixture: every log line, with the failJSON before it if any."""
+    samples = []
+    spec = None
+    with open(path, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.rstrip("\n")
+            if line.startswith("#"):
+                m = re.match(r"^#+ ?failJSON:(.+)$", line)
+                if m:
+                    spec = json.loads(m.group(1))
+                continue
+            if not line.strip():
+                continue
+            samples.append(Sample(path, lineno, line, spec))
+            spec = None
+    return samples
+
+
+def fixture_files():
+    return sorted(os.path.join(FIXTURES, f) for f in os.listdir(FIXTURES)
+                  if f.endswith(".log"))
+
+
+def all_samples():
+    return [s for p in fixture_files() for s in read_samples(p)]
+
+
+@pytest.fixture(scope="session")
+def f2b_confdir(tmp_path_factory):
+    """A fail2ban configuration directory holding common.conf and smban's twin."""
+    if not os.path.isfile(os.path.join(F2B_CONFIG, "filter.d", "common.conf")):
+        pytest.skip("fail2ban is not installed (make deps installs it)")
+    d = tmp_path_factory.mktemp("f2bconf")
+    os.mkdir(d / "filter.d")
+    for name in ("common.conf",):
+        shutil.copy(os.path.join(F2B_CONFIG, "filter.d", name), d / "filter.d" / name)
+    shutil.copy(os.path.join(ROOT, "filters", "smban.conf"), d / "filter.d" / "smban.conf")
+    return str(d)
+
+
+def load_f2b_filter(basedir, name, opts=None):
+    """fail2ban's own Filter loaded with filter.d/NAME.conf from basedir, as
+    fail2ban's sample tests load one."""
+    from fail2ban.client.filterreader import FilterReader
+    from fail2ban.server.filter import Filter
+
+    flt = Filter(None)
+    flt.returnRawHost = True
+    flt.checkAllRegex = True
+    flt.checkFindTime = False
+    flt.active = True
+    reader = FilterReader(name, "jail", dict(opts or {}), basedir=basedir, share_config={})
+    if not reader.read():
+        raise RuntimeError("fail2ban cannot read filter %s in %s" % (name, basedir))
+    reader.getOptions({})
+    for opt in reader.convert():
+        values = opt[3] if opt[0] == "multi-set" else [opt[3]]
+        for v in values:
+            if opt[2] == "prefregex":
+                flt.prefRegex = v
+            elif opt[2] == "addfailregex":
+                flt.addFailRegex(v)
+            elif opt[2] == "addignoreregex":
+                flt.addIgnoreRegex(v)
+            elif opt[2] == "maxlines":
+                flt.setMaxLines(v)
+            elif opt[2] == "datepattern":
+                flt.setDatePattern(v)
+    return flt
+
+
+def f2b_failures(flt, line):
+    """The (ip, failregex index) failures fail2ban's Filter finds on one line,
+    skipping pending and no-failure results as fail2ban's sample tests do."""
+    out = []
+    for res in flt.processLine(line) or ():
+        idx, fid, _date, fail = res[0], res[1], res[2], res[3]
+        if fail.get("mlfpending") or fail.get("nofail"):
+            continue
+        out.append((str(fid) if fid is not None else None, idx))
+    return out
+
+
+@pytest.fixture(scope="session")
+def twin(f2b_confdir):
+    return load_f2b_filter(f2b_confdir, "smban")
+
+
+def event_matches(ev, exp):
+    """Mismatches between an Event and the expected dict (empty: it matches)."""
+    bad = []
+    for key, want in exp.items():
+        if key == "ref_time":
+            continue
+        got = getattr(ev, key)
+        if key == "time" and want is not None:
+            want = iso_to_epoch(want)
+            if got is None or abs(got - want) > 1e-5:
+                bad.append("time: got %r want %r" % (got, want))
+            continue
+        if got != want:
+            bad.append("%s: got %r want %r" % (key, got, want))
+    return bad

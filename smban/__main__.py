@@ -1,0 +1,6 @@
+"""python3 -m smban: see smban.cli."""
+import sys
+
+from smban.cli import main
+
+sys.exit(main())
