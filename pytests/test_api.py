@@ -1,0 +1,182 @@
+"""smban's Python API and command line: what an operator or fail2ban sees."""
+import gzip
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import smban
+from conftest import REF_TIME, ROOT
+
+STORY = [
+    b"Nov 17 00:33:33 jik4 sendmail[372431]: STARTTLS=server, error: accept failed=-1, reason=no shared cipher, SSL_error=1, errno=0, retry=-1, relay=esa12.hc6077-55.iphmx.com [139.138.46.199]",
+    b"Nov 17 00:33:33 jik4 sendmail[372431]: 4AH5XXPf372431: esa12.hc6077-55.iphmx.com [139.138.46.199] did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA",
+]
+BRUTE = (b"Nov 17 00:40:%02d jik4 sendmail[4000%02d]: 4AH5e1Aa4000%02d: AUTH failure (LOGIN): "
+         b"authentication failure (-13) SASL(-13): authentication failure: checkpass failed, "
+         b"user=postmaster, relay=[109.172.142.229]")
+
+
+def smban_cmd(*args, **kw):
+    """Run python3 -m smban in a subprocess, from outside the source tree."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(smban.__file__))
+    return subprocess.run([sys.executable, "-m", "smban", *args], capture_output=True,
+                          text=True, env=env, cwd="/", timeout=120, **kw)
+
+
+def test_event_fields():
+    ev = smban.Classifier(ref_time=REF_TIME).classify(BRUTE % (1, 1, 1))
+    assert ev.kind == "ban" and ev.name == "auth-failure"
+    assert ev.ip == "109.172.142.229" and ev.user == "postmaster" and ev.mech == "LOGIN"
+    assert ev.code == -13 and ev.pid == 400001 and ev.qid == "4AH5e1Aa400001"
+    assert ev.program == "sendmail" and ev.failures == 1 and ev.via is None
+    assert isinstance(ev.time, float)
+    assert smban.EVENT_FIELDS[:3] == ("kind", "name", "ip")
+    assert dict(zip(smban.EVENT_FIELDS, ev))["user"] == "postmaster"
+
+
+def test_str_bytes_and_newline_are_the_same_line():
+    a = smban.Classifier(ref_time=REF_TIME).classify(BRUTE % (1, 1, 1))
+    b = smban.Classifier(ref_time=REF_TIME).classify((BRUTE % (1, 1, 1)).decode() + "\n")
+    assert tuple(a) == tuple(b)
+
+
+def test_bad_input_is_skipped_and_counted():
+    c = smban.Classifier(ref_time=REF_TIME)
+    assert c.classify(b"Nov 17 00:40:01 h sendmail[1]: " + b"x" * 70000) is None
+    assert c.classify(b"Nov 17 00:40:01 h sendmail[1]: [192.0.2.1]: possible\0 SMTP attack") is None
+    # not UTF-8 (sendmail escapes such bytes, but a relay may not): classified
+    ev = c.classify(b"Nov 17 00:40:01 h sendmail[1]: 4AH5e1Aa000001: AUTH failure (LOGIN): "
+                    b"authentication failure (-13) SASL(-13): x, user=\xff\xfe, relay=[192.0.2.9]")
+    assert ev.ip == "192.0.2.9" and ev.user == "\\xff\\xfe"
+    # a str holding undecodable bytes (read with surrogateescape)
+    ev = c.classify("Nov 17 00:40:02 h sendmail[2]: 4AH5e1Aa000002: [192.0.2.10]: VRFY \udcff [rejected]")
+    assert ev.ip == "192.0.2.10"
+    st = c.stats()
+    assert st["skipped_long"] == 1 and st["skipped_nul"] == 1
+    with pytest.raises(TypeError):
+        c.classify(42)
+
+
+def test_buffer_counts_bad_lines():
+    c = smban.Classifier(ref_time=REF_TIME)
+    data = b"\n".join([STORY[0], b"\xff\xfe garbage", b"x" * 70000, BRUTE % (1, 1, 1), b"a\0b"]) + b"\n"
+    res = c.classify_buffer(data)
+    assert res["lines"] == 5
+    assert res["classes"] == {"tls-failure": 1, "auth-failure": 1}
+    assert res["kinds"] == {"benign": 1, "ban": 1}
+    assert res["failures"] == 1
+    st = c.stats()
+    assert st["not_utf8"] == 1 and st["skipped_long"] == 1 and st["skipped_nul"] == 1
+
+
+def test_buffer_events_match_per_line_classification():
+    lines = STORY + [BRUTE % (i, i, i) for i in range(1, 8)]
+    data = b"\n".join(lines)          # no final newline: the last line still counts
+    res = smban.Classifier(ref_time=REF_TIME).classify_buffer(data, first_line=10, events=True)
+    one = smban.Classifier(ref_time=REF_TIME)
+    expected = [(10 + i, tuple(ev)) for i, ev in enumerate(map(one.classify, lines)) if ev]
+    assert [(n, tuple(ev)) for n, ev in res["events"]] == expected
+    assert res["failures"] == 7
+
+
+def test_batch_releases_the_gil():
+    """Two threads each classify a large buffer with their own classifier;
+    while one is inside C, the other runs (the GIL is released)."""
+    data = b"\n".join([BRUTE % (i % 60, i % 100, i % 100) for i in range(200000)]) + b"\n"
+    ticks = []
+    done = threading.Event()
+
+    def ticker():
+        while not done.is_set():
+            ticks.append(1)
+            done.wait(0.001)
+
+    t = threading.Thread(target=ticker)
+    c = smban.Classifier(ref_time=REF_TIME)
+    t.start()
+    try:
+        before = len(ticks)
+        res = c.classify_buffer(data)
+        during = len(ticks) - before
+    finally:
+        done.set()
+        t.join()
+    assert res["failures"] == 200000
+    assert during > 0
+
+
+def test_options_are_validated():
+    with pytest.raises(ValueError, match="mode"):
+        smban.Classifier("paranoid")
+    with pytest.raises(ValueError):
+        smban.Classifier(max_sessions=0)
+    with pytest.raises(ValueError):
+        smban.Classifier(session_idle=0)
+    c = smban.Classifier("aggressive", programs=["sm-mta", "exim"])
+    assert c.mode == "aggressive" and c.programs == "sm-mta,exim"
+    assert c.classify(b"Nov 17 00:40:01 h sendmail[1]: [192.0.2.1]: VRFY x [rejected]") is None
+    assert c.classify(b"Nov 17 00:40:01 h sm-mta[1]: [192.0.2.1]: VRFY x [rejected]").ip == "192.0.2.1"
+
+
+def test_session_bound_and_eviction_counted():
+    c = smban.Classifier(ref_time=REF_TIME, max_sessions=100)
+    lines = [b"Nov 17 00:40:01 h sendmail[%d]: STARTTLS=server, relay=[192.0.2.1], version=TLSv1.3, verify=NO" % i
+             for i in range(1000)]
+    c.classify_buffer(b"\n".join(lines))
+    st = c.stats()
+    assert st["sessions"] == 100 and st["sessions_evicted"] == 900
+    c.reset()
+    assert c.stats()["sessions"] == 0
+
+
+def write(tmp_path, name, lines, compress=False):
+    p = tmp_path / name
+    data = b"\n".join(lines) + b"\n"
+    p.write_bytes(gzip.compress(data) if compress else data)
+    return str(p)
+
+
+def test_cli_json_lines_are_numbered_per_file(tmp_path):
+    a = write(tmp_path, "maillog.1.gz", [b"noise", STORY[0], STORY[1]], compress=True)
+    b = write(tmp_path, "maillog", [BRUTE % (1, 1, 1), b"noise", BRUTE % (2, 2, 2)])
+    r = smban_cmd("classify", "--json", a, b)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [(os.path.basename(x["file"]), x["line"], x["name"]) for x in rows] == [
+        ("maillog.1.gz", 2, "tls-failure"), ("maillog.1.gz", 3, "tls-fallback"),
+        ("maillog", 1, "auth-failure"), ("maillog", 3, "auth-failure")]
+    assert rows[1]["kind"] == "benign" and rows[1]["ip"] == "139.138.46.199"
+    assert set(smban.EVENT_FIELDS) <= set(rows[0])
+
+
+def test_cli_count(tmp_path):
+    p = write(tmp_path, "maillog", STORY + [BRUTE % (i, i, i) for i in range(5)] + [b"\xff junk"])
+    r = smban_cmd("classify", "--count", "--mode", "aggressive", p)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["lines"] == 8 and d["mode"] == "aggressive"
+    assert d["classes"] == {"tls-failure": 1, "tls-fallback": 1, "auth-failure": 5}
+    assert d["kinds"] == {"benign": 2, "ban": 5}
+    assert d["failures"] == 5 and d["not_utf8"] == 1
+
+
+def test_cli_missing_file_is_a_clear_error(tmp_path):
+    good = write(tmp_path, "maillog", STORY)
+    r = smban_cmd("classify", "--json", good, str(tmp_path / "nope"))
+    assert r.returncode != 0
+    assert "nope" in r.stderr and "No such file" in r.stderr
+    assert r.stdout == ""          # nothing half-done
+    r = smban_cmd("classify", str(tmp_path))
+    assert r.returncode != 0 and "directory" in r.stderr
+
+
+def test_cli_export_filter_matches_committed_file():
+    r = smban_cmd("export-filter")
+    assert r.returncode == 0
+    with open(os.path.join(ROOT, "filters", "smban.conf")) as f:
+        assert r.stdout == f.read()
