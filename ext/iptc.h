@@ -152,5 +152,6 @@ void smban_iptc_get_stats(smban_iptc *c, smban_iptc_stats *st);
 const char *smban_iptc_chain(const smban_iptc *c);
 const char *smban_iptc_lockfile(const smban_iptc *c);
 int smban_iptc_family(const smban_iptc *c);
+int smban_iptc_min_prefix(const smban_iptc *c);
 
 #endif
