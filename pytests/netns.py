@@ -1,0 +1,134 @@
+"""Private network namespaces for the iptables tests and the benchmark.
+
+Nothing here touches the machine's own firewall: the calling thread is
+moved into a fresh namespace (setns(2) moves only that thread; threads and
+processes it starts inherit the namespace), it is checked to be there before
+anything runs, and it is moved back and the namespace deleted afterwards.
+"""
+import contextlib
+import ctypes
+import itertools
+import os
+import re
+import shutil
+import subprocess
+import threading
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+_seq = itertools.count()
+
+
+def why_unavailable():
+    """None when the tests can run, else the reason to skip."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces and iptables)"
+    for tool in ("ip", "iptables-legacy", "iptables-legacy-save", "ip6tables-legacy-save"):
+        if not shutil.which(tool):
+            return "%s not installed" % tool
+    if not hasattr(_libc, "setns"):
+        return "no setns(2) in libc"
+    return None
+
+
+def _setns(fd):
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "setns: %s" % os.strerror(e))
+
+
+def _ino():
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def run(*argv, check=True, **kw):
+    """Run a command (no shell) in the calling thread's namespace."""
+    return subprocess.run(argv, check=check, capture_output=True, text=True, **kw)
+
+
+class Netns:
+    """A named namespace (ip netns add) deleted by close()."""
+
+    def __init__(self, tag="t"):
+        self.name = "smban-%s-%d-%d" % (tag, os.getpid(), next(_seq))
+        run("ip", "netns", "add", self.name)
+        self.path = "/run/netns/" + self.name
+        self.ino = os.stat(self.path).st_ino
+
+    @contextlib.contextmanager
+    def entered(self):
+        """Move the calling thread in for the duration of the block."""
+        orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        target = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            orig_ino = os.fstat(orig).st_ino
+            _setns(target)
+            try:
+                if _ino() != self.ino or self.ino == orig_ino:
+                    raise RuntimeError("not inside the private namespace; refusing to go on")
+                yield self
+            finally:
+                _setns(orig)
+        finally:
+            os.close(orig)
+            os.close(target)
+
+    def call(self, fn, *args):
+        """fn(*args) in a new thread inside this namespace; its result or
+        its exception."""
+        box = {}
+
+        def body():
+            try:
+                with self.entered():
+                    box["r"] = fn(*args)
+            except BaseException as e:  # handed to the caller
+                box["e"] = e
+        t = threading.Thread(target=body)
+        t.start()
+        t.join()
+        if "e" in box:
+            raise box["e"]
+        return box["r"]
+
+    def close(self):
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+def link_up_lo():
+    run("ip", "link", "set", "lo", "up")
+
+
+def two_hosts():
+    """Namespaces (server, client) joined by a veth pair: server 192.0.2.1
+    and 2001:db8::1, client 192.0.2.2 and 2001:db8::2."""
+    srv, cli = Netns("srv"), Netns("cli")
+    try:
+        veth = "smb%d" % (os.getpid() % 100000)
+        run("ip", "-n", srv.name, "link", "add", veth + "a", "type", "veth",
+            "peer", "name", veth + "b", "netns", cli.name)
+        for ns, dev, v4, v6 in ((srv, veth + "a", "192.0.2.1/24", "2001:db8::1/64"),
+                                (cli, veth + "b", "192.0.2.2/24", "2001:db8::2/64")):
+            run("ip", "-n", ns.name, "link", "set", "lo", "up")
+            run("ip", "-n", ns.name, "addr", "add", v4, "dev", dev)
+            run("ip", "-n", ns.name, "-6", "addr", "add", v6, "dev", dev, "nodad")
+            run("ip", "-n", ns.name, "link", "set", dev, "up")
+    except Exception:
+        srv.close()
+        cli.close()
+        raise
+    return srv, cli
+
+
+def save(family=4):
+    """The legacy filter table as iptables-legacy-save prints it, without
+    comments and counters: a list of lines."""
+    tool = "iptables-legacy-save" if family == 4 else "ip6tables-legacy-save"
+    out = run(tool, "-t", "filter").stdout
+    return [re.sub(r" \[\d+:\d+\]$", "", line) for line in out.splitlines()
+            if line and not line.startswith("#")]
+
+
+def chain_rules(chain, family=4):
+    """The -A lines of one chain, in order."""
+    return [line for line in save(family) if line.startswith("-A %s " % chain)]

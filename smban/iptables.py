@@ -1,0 +1,158 @@
+"""smban's ban backend: fail2ban's iptables layout, edited in process.
+
+    from smban.iptables import Chain
+    c = Chain("smban", "smtp,465,submission")     # chain f2b-smban, IPv4
+    c.start()                  # chain + RETURN + jump rule from INPUT
+    c.ban("192.0.2.7")         # True; False when already banned
+    c.ban_many(ips)            # one commit for any number of addresses
+    c.unban("192.0.2.7")
+    c.stop()                   # jump rule and chain removed
+
+The rules live in the *legacy* iptables tables (libiptc): list them with
+``iptables-legacy-save`` or ``python3 -m smban bans list``; iptables-nft
+(Debian's ``iptables``) does not show them.
+
+Every change is one transaction under the xtables lock (the lock
+``iptables -w`` takes), retried when the kernel reports a concurrent change.
+All methods are thread-safe and release the GIL while the table is read or
+written; bans arriving from several threads while a commit runs share the
+next commit.
+
+Errors: ValueError for a bad address or option (nothing is changed),
+TimeoutError when another process holds the xtables lock longer than
+lock_wait seconds, OSError when libiptc or the kernel refuses (the message
+carries libiptc's reason).
+"""
+from smban import _core
+
+__all__ = ["Chain", "chain_name", "MAX_CHAIN"]
+
+#: The longest chain name the kernel accepts as a jump target.
+MAX_CHAIN = 28
+
+
+def chain_name(name):
+    """The chain of a jail: ``f2b-<name>``, like fail2ban's own actions.
+    A name that already starts with ``f2b-`` is taken as the chain itself."""
+    name = str(name)
+    chain = name if name.startswith("f2b-") else "f2b-" + name
+    if len(chain) > MAX_CHAIN:
+        raise ValueError("chain name %r is longer than %d characters" % (chain, MAX_CHAIN))
+    return chain
+
+
+def _family(family):
+    f = str(family).lower()
+    if f in ("4", "inet4", "ipv4", "inet"):
+        return 4
+    if f in ("6", "inet6", "ipv6"):
+        return 6
+    raise ValueError("family must be 4 or 6, not %r" % (family,))
+
+
+def _ports(ports):
+    if isinstance(ports, (int, str)):
+        return str(ports).strip()
+    return ",".join(str(p).strip() for p in ports)
+
+
+class Chain:
+    """One jail's chain in one address family.
+
+    Chain(name, ports, protocol="tcp", blocktype="REJECT", family=4,
+          chain="INPUT", *, lockfile=None, lock_wait=10.0, cidr=0)
+
+    name       the jail name; the chain is f2b-<name> (at most 28 characters)
+    ports      "smtp,465,submission", "1000:2000", a list, or "all"
+    protocol   tcp, udp, sctp, dccp or udplite ("all" only with ports "all")
+    blocktype  REJECT (icmp/icmp6 port unreachable), DROP,
+               "REJECT --reject-with tcp-reset" (needs protocol tcp)
+    family     4 or 6 (also "inet4"/"inet6")
+    chain      the chain holding the jump rule
+    lockfile   the xtables lock; default $XTABLES_LOCKFILE or /run/xtables.lock
+    lock_wait  seconds to wait for that lock before TimeoutError
+    cidr       0: single addresses only; n: networks of prefix /n or longer too
+    """
+
+    __slots__ = ("_c", "name", "ports", "protocol", "blocktype", "parent")
+
+    def __init__(self, name, ports, protocol="tcp", blocktype="REJECT", family=4,
+                 chain="INPUT", *, lockfile=None, lock_wait=10.0, cidr=0):
+        self.name = str(name)
+        self.ports = _ports(ports)
+        self.protocol = str(protocol).strip().lower()
+        self.blocktype = " ".join(str(blocktype).split())
+        self.parent = str(chain).strip()
+        self._c = _core.Chain(chain_name(self.name), family=_family(family),
+                              parent=self.parent, protocol=self.protocol,
+                              ports=self.ports, blocktype=self.blocktype,
+                              lockfile=lockfile or None, lock_wait=float(lock_wait),
+                              min_prefix=int(cidr))
+
+    def __repr__(self):
+        return "<smban.iptables.Chain %s IPv%d ports=%s>" % (self.chain, self.family,
+                                                              self.ports)
+
+    @property
+    def chain(self):
+        """The iptables chain name (f2b-<name>)."""
+        return self._c.chain
+
+    @property
+    def family(self):
+        return self._c.family
+
+    @property
+    def lockfile(self):
+        return self._c.lockfile
+
+    def start(self):
+        """Create the chain, its final RETURN and the jump rule, or repair
+        whichever is missing.  Returns the parts that were missing, a tuple
+        of "chain", "return", "jump" (empty when the layout was whole)."""
+        return self._c.start()
+
+    def ban(self, ip):
+        """Ban one address.  True when banned now, False when it already was.
+        Also repairs the layout in the same commit."""
+        return self._c.ban(str(ip))
+
+    def ban_many(self, ips):
+        """Ban every address of ips in one commit (all are validated first:
+        one bad address and nothing is banned).  Returns how many were new."""
+        return self._c.ban_many([str(ip) for ip in ips])
+
+    def unban(self, ip):
+        """Unban one address.  True when it was banned, False otherwise."""
+        return self._c.unban(str(ip))
+
+    def unban_many(self, ips):
+        """Unban every address of ips in one commit.  Returns how many were
+        banned."""
+        return self._c.unban_many([str(ip) for ip in ips])
+
+    def banned(self):
+        """The banned addresses (str), most recent first."""
+        return self._c.banned()
+
+    def flush(self):
+        """Remove every ban; the chain and the jump rule stay.  Returns the
+        number removed."""
+        return self._c.flush()
+
+    def stop(self):
+        """Remove the jump rule and the chain with its bans.  True when there
+        was something to remove."""
+        return self._c.stop()
+
+    def check(self):
+        """Read the layout without changing it: a dict with "chain",
+        "return", "jump" (bools: present), "references" (rules jumping to the
+        chain), "bans" (count) and "ok" (chain, return and jump present)."""
+        st = self._c.check()
+        st["ok"] = st["chain"] and st["return"] and st["jump"]
+        return st
+
+    def stats(self):
+        """Counters: transactions, commits, retries, requests, grouped."""
+        return self._c.stats()
