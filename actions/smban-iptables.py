@@ -1,0 +1,272 @@
+"""smban-iptables: a fail2ban ban action over smban's in-process iptables
+backend (libiptc).  Copy or link this file into fail2ban's action.d/ and use
+
+    action = smban-iptables.py[port="smtp,465,submission"]
+
+Options (strings, as fail2ban passes them):
+    name       jail name for the chain f2b-<name> (default: the jail's name)
+    port       "smtp,465,submission" (default), ranges "a:b", or "all"
+    protocol   tcp (default), udp, sctp, dccp, udplite
+    blocktype  REJECT (default; icmp/icmp6 port unreachable), DROP,
+               "REJECT --reject-with tcp-reset"
+    chain      the chain holding the jump rule (default INPUT)
+    lockfile   xtables lock (default $XTABLES_LOCKFILE or /run/xtables.lock)
+    lockwait   seconds to wait for that lock (default 10)
+    cidr       0 (default): single addresses only; n: also networks of /n or longer
+
+The rules go to the legacy iptables tables; see them with iptables-legacy-save
+or ``python3 -m smban bans list --chain NAME``.  One action serves IPv4 and
+IPv6: each family's chain is created on its first ban.  Bans fail2ban
+restores from its database after a restart are applied in batches (one
+commit for everything queued), and ``fail2ban-client reload`` keeps the bans
+(this action implements reload and clearAllParams).  No shell is ever run.
+
+This file must not be named smban.py: fail2ban 1.0 registers an action
+module in sys.modules under its file name, which would shadow the package.
+"""
+import threading
+
+from fail2ban.server.actions import ActionBase
+
+from smban.iptables import Chain, chain_name
+
+_DEFAULTS = {
+    "port": "smtp,465,submission",
+    "protocol": "tcp",
+    "blocktype": "REJECT",
+    "chain": "INPUT",
+    "lockfile": "",
+    "lockwait": "10",
+    "cidr": "0",
+}
+
+
+class SmbanIptables(ActionBase):
+    """fail2ban action: ban with smban's libiptc backend."""
+
+    # The second positional parameter is the action name; fail2ban passes it
+    # positionally, so an option called "name" does not collide with it.
+    def __init__(self, jail, actname, **opts):
+        super().__init__(jail, actname)
+        self._lock = threading.RLock()
+        self._cv = threading.Condition(self._lock)
+        self._chains = {}            # family -> Chain in use
+        self._pending = []           # restored (family, ip) waiting for a batch
+        self._draining = False
+        self._banEpoch = 0
+        self._opts = self._parse(opts)
+        # fail the jail start now on a bad option, not at the first ban
+        self._make(4)
+
+    # -- options --
+
+    def _parse(self, opts):
+        o = dict(_DEFAULTS)
+        o["name"] = getattr(self._jail, "name", None) or self._name
+        for k, v in opts.items():
+            if k not in o:
+                self._logSys.warning("smban-iptables: unknown option %s=%r ignored", k, v)
+                continue
+            o[k] = str(v).strip()
+        chain_name(o["name"])        # validates the length
+        return o
+
+    def _make(self, family):
+        o = self._opts
+        return Chain(o["name"], o["port"], protocol=o["protocol"],
+                     blocktype=o["blocktype"], family=family, chain=o["chain"],
+                     lockfile=o["lockfile"] or None, lock_wait=float(o["lockwait"]),
+                     cidr=int(o["cidr"]))
+
+    def _chain(self, family):
+        """The started chain of a family, created on first use."""
+        with self._lock:
+            c = self._chains.get(family)
+            if c is None:
+                c = self._make(family)
+                repaired = c.start()
+                if repaired and repaired != ("chain", "return", "jump"):
+                    self._logSys.warning("[%s] %s (IPv%d): repaired %s", self._jail.name,
+                                         c.chain, family, ", ".join(repaired))
+                self._chains[family] = c
+            return c
+
+    @staticmethod
+    def _family(ip):
+        return 6 if ":" in ip else 4
+
+    # -- restored bans: one batch per drain --
+
+    def _queue_restored(self, family, ip):
+        with self._cv:
+            self._pending.append((family, ip))
+            if not self._draining:
+                self._draining = True
+                threading.Thread(target=self._drain, name="smban-restore",
+                                 daemon=True).start()
+
+    def _drain(self):
+        while True:
+            with self._cv:
+                batch, self._pending = self._pending, []
+                if not batch:
+                    self._draining = False
+                    self._cv.notify_all()
+                    return
+            for family in (4, 6):
+                ips = [ip for f, ip in batch if f == family]
+                if ips:
+                    self._ban_batch(family, ips)
+
+    def _ban_batch(self, family, ips):
+        try:
+            c = self._chain(family)
+            n = c.ban_many(ips)
+            self._logSys.info("[%s] %s: %d restored ban(s) applied in one commit (%d new)",
+                              self._jail.name, c.chain, len(ips), n)
+        except ValueError:
+            # one unacceptable address: apply the others one by one
+            for ip in ips:
+                try:
+                    self._chain(family).ban(ip)
+                except Exception as e:
+                    self._logSys.error("[%s] cannot ban %s: %s", self._jail.name, ip, e)
+        except Exception as e:
+            self._logSys.error("[%s] cannot apply %d restored ban(s): %s",
+                               self._jail.name, len(ips), e)
+
+    def _wait_restored(self):
+        with self._cv:
+            while self._draining:
+                self._cv.wait()
+
+    # -- fail2ban's interface --
+
+    def start(self):
+        """Re-adopt chains left by a previous run (so stop removes them);
+        other families' chains are created on their first ban."""
+        for family in (4, 6):
+            try:
+                st = self._make(family).check()
+            except Exception as e:
+                self._logSys.debug("smban-iptables IPv%d: %s", family, e)
+                continue
+            if st["chain"]:
+                self._chain(family)
+
+    def ban(self, aInfo):
+        ip = str(aInfo["ip"])
+        family = self._family(ip)
+        try:
+            restored = aInfo["restored"]
+        except KeyError:
+            restored = False
+        if restored:
+            self._queue_restored(family, ip)
+            return True
+        self._chain(family).ban(ip)
+        return True
+
+    def reban(self, aInfo):
+        ip = str(aInfo["ip"])
+        self._chain(self._family(ip)).ban(ip)
+        return True
+
+    def unban(self, aInfo):
+        self._wait_restored()
+        ip = str(aInfo["ip"])
+        family = self._family(ip)
+        with self._lock:
+            c = self._chains.get(family)
+        if c is None:
+            c = self._make(family)
+        c.unban(ip)
+        return True
+
+    def flush(self):
+        """Remove every ban of the jail in one commit per family; a true
+        return tells fail2ban not to unban the tickets one by one."""
+        self._wait_restored()
+        with self._lock:
+            chains = list(self._chains.values())
+        for c in chains:
+            c.flush()
+        return True
+
+    def stop(self):
+        self._wait_restored()
+        with self._lock:
+            chains, self._chains = list(self._chains.values()), {}
+        for c in chains:
+            c.stop()
+
+    def clearAllParams(self):
+        """Called by fail2ban before reload(): the options are replaced as a
+        whole by reload, and the chains (with their bans) are kept."""
+
+    def reload(self, **opts):
+        """Take new options without lifting bans.  A new port, protocol or
+        parent chain moves the jump rule; a new name moves the bans to the
+        new chain; a new blocktype applies to bans made from now on."""
+        self._wait_restored()
+        new = self._parse(opts)
+        with self._lock:
+            old, self._opts = self._opts, new
+            if old == new:
+                return
+            for family, c in list(self._chains.items()):
+                nc = self._make(family)
+                if nc.chain != c.chain:
+                    nc.start()
+                    nc.ban_many(c.banned())
+                    c.stop()
+                else:
+                    nc.start()       # replaces an outdated jump rule
+                self._chains[family] = nc
+
+    @property
+    def banEpoch(self):
+        return self._banEpoch
+
+    def consistencyCheck(self, beforeRepair=None):
+        """Check each chain in use; repair a broken layout and re-ban what the
+        jail has banned (everything, if the chain itself was lost)."""
+        ok = True
+        with self._lock:
+            chains = dict(self._chains)
+        for family, c in chains.items():
+            st = c.check()
+            if st["ok"]:
+                continue
+            ok = False
+            if beforeRepair is not None and not beforeRepair():
+                continue
+            self._logSys.error("[%s] %s (IPv%d) damaged (chain %s, RETURN %s, jump %s): "
+                               "repairing", self._jail.name, c.chain, family,
+                               st["chain"], st["return"], st["jump"])
+            c.start()
+            self._invalidateBanEpoch()
+            ips = self._jail_bans(family)
+            if ips:
+                c.ban_many(ips)
+        return ok
+
+    def _invalidateBanEpoch(self):
+        # what fail2ban's CommandAction does: tickets of an older epoch get
+        # rebanned when they show up again
+        try:
+            acts = self._jail.actions
+            acts.banEpoch += 1
+            self._banEpoch = acts.banEpoch
+        except AttributeError:
+            self._banEpoch += 1
+
+    def _jail_bans(self, family):
+        try:
+            ips = [str(ip) for ip in self._jail.actions.getBanList()]
+        except Exception:
+            return []
+        return [ip for ip in ips if self._family(ip) == family]
+
+
+Action = SmbanIptables
