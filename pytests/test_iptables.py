@@ -445,7 +445,9 @@ def test_stop_refuses_when_someone_else_jumps_to_the_chain(ns):
 # ---- the bans CLI ----
 
 def _cli(*args):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    import smban
+    env = dict(os.environ,
+               PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(smban.__file__))))
     return subprocess.run([sys.executable, "-m", "smban", "bans", *args],
                           capture_output=True, text=True, env=env)
 

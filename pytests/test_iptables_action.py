@@ -15,8 +15,12 @@ import pytest
 
 import netns
 
+import smban
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACTION = os.path.join(ROOT, "actions", "smban-iptables.py")
+# where the smban under test lives (the source tree, or the sanitizer build)
+PKG_PATH = os.path.dirname(os.path.dirname(os.path.abspath(smban.__file__)))
 
 pytestmark = [
     pytest.mark.skipif(netns.why_unavailable() is not None,
@@ -90,7 +94,7 @@ def f2b(tmp_path):
     d = str(tmp_path / "f2b")
     write_config(d)
     env = dict(os.environ, XTABLES_LOCKFILE=str(tmp_path / "xtables.lock"),
-               PYTHONPATH=ROOT)
+               PYTHONPATH=PKG_PATH)
     n = netns.Netns("f2b")
     server = Fail2ban(d, env)
     try:
@@ -170,7 +174,7 @@ def test_bad_option_fails_the_jail_loudly(tmp_path):
     d = str(tmp_path / "f2b")
     write_config(d, extra=', blocktype="ACCEPT"')
     env = dict(os.environ, XTABLES_LOCKFILE=str(tmp_path / "xtables.lock"),
-               PYTHONPATH=ROOT)
+               PYTHONPATH=PKG_PATH)
     n = netns.Netns("f2b")
     server = Fail2ban(d, env)
     try:
