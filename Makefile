@@ -42,7 +42,7 @@ deps:
 	fi
 
 build:
-	$(PY) setup.py -q build_ext --inplace
+	$(PY) setup.py -q build_ext --inplace --force
 
 build/test_core: ext/test/test_core.c $(CORE_SRC) ext/smban.h ext/rules.def
 	@mkdir -p build

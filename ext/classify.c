@@ -162,8 +162,16 @@ fail:
 
 /* ---- the classifier ---- */
 
+/* The named groups a rule yields, as spans of the message. */
+typedef struct {
+    smban_span ip, host, hostonly, user, mech, code, detail;
+} groups;
+
+typedef int (*fast_parser)(const char *s, size_t n, groups *g);
+
 typedef struct {
     pcre2_code *code;       /* NULL: the literal decides */
+    fast_parser fast;       /* a hand-written equivalent of code, or NULL */
     int g_ip, g_host, g_hostonly, g_user, g_mech, g_code, g_detail;
     int same_literal_as_prev;
 } compiled_rule;
@@ -175,6 +183,8 @@ struct smban_classifier {
     size_t prog_len[16];
     size_t nprog;
     compiled_rule rules[NRULES];
+    uint8_t start_n[256];               /* START rules by first byte, in order */
+    uint8_t start_idx[256][NRULES];
     pcre2_match_context *mctx;
     pcre2_match_data *md;
     smban_clock clk;
@@ -193,6 +203,187 @@ void smban_options_default(smban_options *o)
     o->trust_seconds = 86400;
 }
 
+/* Character classes of the hot loops, as one table. */
+enum { CH_ALNUM = 1, CH_SPACE = 2, CH_IP = 4, CH_HOSTSTOP = 8 };
+static const uint8_t chclass[256] = {
+    ['\t'] = CH_SPACE | CH_HOSTSTOP, ['\n'] = CH_SPACE | CH_HOSTSTOP,
+    ['\v'] = CH_SPACE | CH_HOSTSTOP, ['\f'] = CH_SPACE | CH_HOSTSTOP,
+    ['\r'] = CH_SPACE | CH_HOSTSTOP, [' '] = CH_SPACE | CH_HOSTSTOP,
+    ['['] = CH_HOSTSTOP, [']'] = CH_HOSTSTOP, [','] = CH_HOSTSTOP,
+    [':'] = CH_IP, ['.'] = CH_IP,
+    ['0'] = CH_ALNUM | CH_IP, ['1'] = CH_ALNUM | CH_IP, ['2'] = CH_ALNUM | CH_IP,
+    ['3'] = CH_ALNUM | CH_IP, ['4'] = CH_ALNUM | CH_IP, ['5'] = CH_ALNUM | CH_IP,
+    ['6'] = CH_ALNUM | CH_IP, ['7'] = CH_ALNUM | CH_IP, ['8'] = CH_ALNUM | CH_IP,
+    ['9'] = CH_ALNUM | CH_IP,
+    ['A'] = CH_ALNUM | CH_IP, ['B'] = CH_ALNUM | CH_IP, ['C'] = CH_ALNUM | CH_IP,
+    ['D'] = CH_ALNUM | CH_IP, ['E'] = CH_ALNUM | CH_IP, ['F'] = CH_ALNUM | CH_IP,
+    ['a'] = CH_ALNUM | CH_IP, ['b'] = CH_ALNUM | CH_IP, ['c'] = CH_ALNUM | CH_IP,
+    ['d'] = CH_ALNUM | CH_IP, ['e'] = CH_ALNUM | CH_IP, ['f'] = CH_ALNUM | CH_IP,
+    ['G'] = CH_ALNUM, ['H'] = CH_ALNUM, ['I'] = CH_ALNUM, ['J'] = CH_ALNUM, ['K'] = CH_ALNUM,
+    ['L'] = CH_ALNUM, ['M'] = CH_ALNUM, ['N'] = CH_ALNUM, ['O'] = CH_ALNUM, ['P'] = CH_ALNUM,
+    ['Q'] = CH_ALNUM, ['R'] = CH_ALNUM, ['S'] = CH_ALNUM, ['T'] = CH_ALNUM, ['U'] = CH_ALNUM,
+    ['V'] = CH_ALNUM, ['W'] = CH_ALNUM, ['X'] = CH_ALNUM, ['Y'] = CH_ALNUM, ['Z'] = CH_ALNUM,
+    ['g'] = CH_ALNUM, ['h'] = CH_ALNUM, ['i'] = CH_ALNUM, ['j'] = CH_ALNUM, ['k'] = CH_ALNUM,
+    ['l'] = CH_ALNUM, ['m'] = CH_ALNUM, ['n'] = CH_ALNUM, ['o'] = CH_ALNUM, ['p'] = CH_ALNUM,
+    ['q'] = CH_ALNUM, ['r'] = CH_ALNUM, ['s'] = CH_ALNUM, ['t'] = CH_ALNUM, ['u'] = CH_ALNUM,
+    ['v'] = CH_ALNUM, ['w'] = CH_ALNUM, ['x'] = CH_ALNUM, ['y'] = CH_ALNUM, ['z'] = CH_ALNUM,
+};
+
+/* ---- hand-written parsers for the hottest info lines ----
+ *
+ * Most lines of a busy server are envelopes (from=) and TLS sessions; their
+ * patterns would scan the whole line with backtracking.  These parsers give
+ * the same groups as the rule table's patterns (placeholders CLIENT and
+ * RELAY expanded) -- a test runs every fixture both ways -- and the
+ * classifier option regex_only turns them off. */
+
+static int is_space(int ch)
+{
+    return chclass[(unsigned char)ch] & CH_SPACE;
+}
+
+static int is_ipchar(int ch)
+{
+    return chclass[(unsigned char)ch] & CH_IP;
+}
+
+/* "[" [IPv6:] ipchars "]" [" (" [a-z ]* [")"]] up to exactly e. */
+static int client_bracket(const char *p, const char *e, groups *g)
+{
+    if (p >= e || *p != '[')
+        return 0;
+    p++;
+    if (e - p >= 5 && memcmp(p, "IPv6:", 5) == 0)
+        p += 5;
+    const char *ip = p;
+    while (p < e && is_ipchar((unsigned char)*p))
+        p++;
+    if (p >= e || *p != ']')
+        return 0;
+    g->ip.p = ip;
+    g->ip.n = (size_t)(p - ip);
+    p++;
+    if (p == e)
+        return 1;
+    if (e - p < 2 || p[0] != ' ' || p[1] != '(')
+        return 0;
+    for (p += 2; p < e && ((*p >= 'a' && *p <= 'z') || *p == ' '); p++)
+        ;
+    if (p < e && *p == ')')
+        p++;
+    return p == e;
+}
+
+/* The CLIENT placeholder matching exactly [p, e). */
+static int client_field(const char *p, const char *e, groups *g)
+{
+    const char *q = p;
+    /* host: a run without spaces, brackets or commas, then a space */
+    while (q < e && !(chclass[(unsigned char)*q] & CH_HOSTSTOP))
+        q++;
+    if (q < e && *q == ' ' && client_bracket(q + 1, e, g)) {
+        g->host.p = p;
+        g->host.n = (size_t)(q - p);
+        return 1;
+    }
+    /* host: "[...]" (no PTR: sendmail prints the address twice) */
+    if (p < e && *p == '[') {
+        q = p + 1;
+        while (q < e && !is_space((unsigned char)*q) && *q != ']' && *q != ',')
+            q++;
+        if (q + 1 < e && *q == ']' && q[1] == ' ' && client_bracket(q + 2, e, g)) {
+            g->host.p = p;
+            g->host.n = (size_t)(q + 1 - p);
+            return 1;
+        }
+    }
+    g->ip.p = NULL;
+    return client_bracket(p, e, g);
+}
+
+/* The RELAY placeholder over a comma-free field [p, e). */
+static void relay_field(const char *p, const char *e, groups *g)
+{
+    if (!client_field(p, e, g)) {
+        g->ip.p = g->host.p = NULL;
+        g->hostonly.p = p;
+        g->hostonly.n = (size_t)(e - p);
+    }
+}
+
+static const char *digits_end(const char *p, const char *e)
+{
+    while (p < e && *p >= '0' && *p <= '9')
+        p++;
+    return p;
+}
+
+/* ^from=.*?, size=\d++, class=-?\d++, nrcpts=(?<detail>\d++)(?:, .*)?, relay=<RELAY>$ */
+static int fast_envelope(const char *s, size_t n, groups *g)
+{
+    const char *e = s + n, *p = s + 5, *q, *nr = NULL, *nr_end = NULL;
+    if (n < 5 || memcmp(s, "from=", 5) != 0)
+        return 0;
+    while ((q = memchr(p, ',', (size_t)(e - p)))) {
+        if (e - q < 7 || memcmp(q, ", size=", 7) != 0) {
+            p = q + 1;
+            continue;
+        }
+        const char *d = q + 7, *x = digits_end(d, e);
+        p = q + 1;
+        if (x == d || e - x < 8 || memcmp(x, ", class=", 8) != 0)
+            continue;
+        d = x + 8;
+        if (d < e && *d == '-')
+            d++;
+        x = digits_end(d, e);
+        if (x == d || e - x < 9 || memcmp(x, ", nrcpts=", 9) != 0)
+            continue;
+        d = x + 9;
+        x = digits_end(d, e);
+        if (x == d)
+            continue;
+        nr = d;
+        nr_end = x;
+        break;
+    }
+    if (!nr)
+        return 0;
+    /* the last ", relay=": a CLIENT has no comma, so no earlier one fits */
+    const char *rel = NULL;
+    for (q = e; (q = memrchr(nr_end, ',', (size_t)(q - nr_end)));) {
+        if (e - q >= 8 && memcmp(q, ", relay=", 8) == 0) {
+            rel = q;
+            break;
+        }
+    }
+    if (!rel || (rel != nr_end && (rel < nr_end + 2 || nr_end[0] != ',' || nr_end[1] != ' ')))
+        return 0;
+    if (memchr(rel + 8, ',', (size_t)(e - rel - 8)))
+        return 0;
+    g->detail.p = nr;
+    g->detail.n = (size_t)(nr_end - nr);
+    relay_field(rel + 8, e, g);
+    return 1;
+}
+
+/* ^STARTTLS=server, relay=<RELAY>, version=(?<detail>[^,]*+) */
+static int fast_tls_session(const char *s, size_t n, groups *g)
+{
+    static const char pre[] = "STARTTLS=server, relay=";
+    const char *e = s + n, *p = s + sizeof pre - 1;
+    if (n < sizeof pre - 1 || memcmp(s, pre, sizeof pre - 1) != 0)
+        return 0;
+    const char *comma = memchr(p, ',', (size_t)(e - p));
+    if (!comma || e - comma < 10 || memcmp(comma, ", version=", 10) != 0)
+        return 0;
+    relay_field(p, comma, g);
+    const char *d = comma + 10, *x = memchr(d, ',', (size_t)(e - d));
+    g->detail.p = d;
+    g->detail.n = (size_t)((x ? x : e) - d);
+    return 1;
+}
+
 static int group(pcre2_code *code, const char *name)
 {
     int n = pcre2_substring_number_from_name(code, (PCRE2_SPTR)name);
@@ -204,6 +395,10 @@ static int compile_rules(smban_classifier *c, char err[SMBAN_ERR_LEN])
     for (size_t i = 0; i < NRULES; i++) {
         const smban_rule *r = &smban_rules[i];
         compiled_rule *cr = &c->rules[i];
+        if (r->where == SMBAN_START) {
+            unsigned char first = (unsigned char)r->literal[0];
+            c->start_idx[first][c->start_n[first]++] = (uint8_t)i;
+        }
         cr->g_ip = cr->g_host = cr->g_hostonly = cr->g_user = -1;
         cr->g_mech = cr->g_code = cr->g_detail = -1;
         cr->same_literal_as_prev = i > 0 && strcmp(r->literal, smban_rules[i - 1].literal) == 0
@@ -238,6 +433,12 @@ static int compile_rules(smban_classifier *c, char err[SMBAN_ERR_LEN])
         cr->g_mech = group(cr->code, "mech");
         cr->g_code = group(cr->code, "code");
         cr->g_detail = group(cr->code, "detail");
+        if (!c->opt.regex_only) {
+            if (r->cls == SMBAN_C_ENVELOPE)
+                cr->fast = fast_envelope;
+            else if (r->cls == SMBAN_C_TLS_SESSION)
+                cr->fast = fast_tls_session;
+        }
     }
     return 0;
 }
@@ -371,7 +572,7 @@ const smban_options *smban_classifier_options(const smban_classifier *c)
 
 static int is_alnum(int ch)
 {
-    return (ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z');
+    return chclass[(unsigned char)ch] & CH_ALNUM;
 }
 
 /* "QID: ", "QID[n]: " or "NOQUEUE: " at the start of the message.  Returns
@@ -427,12 +628,33 @@ static void set_ip(smban_event *ev, const char *p, size_t n)
         return;
     memcpy(buf, p, n);
     buf[n] = '\0';
-    int af = memchr(buf, ':', n) ? AF_INET6 : AF_INET;
-    if (inet_pton(af, buf, ev->addr) != 1)
+    if (!memchr(buf, ':', n)) {
+        /* dotted quad, as inet_pton takes it: 4 parts of 1-3 digits, no
+         * leading zero, each <= 255 */
+        unsigned part = 0, digits = 0, parts = 0;
+        for (size_t i = 0; i <= n; i++) {
+            char ch = i < n ? buf[i] : '.';
+            if (ch >= '0' && ch <= '9') {
+                if (digits && part == 0)
+                    return;
+                part = part * 10 + (unsigned)(ch - '0');
+                if (++digits > 3 || part > 255)
+                    return;
+            } else if (ch == '.' && digits && parts < 4) {
+                ev->addr[parts++] = (uint8_t)part;
+                part = digits = 0;
+            } else {
+                return;
+            }
+        }
+        if (parts != 4)
+            return;
+        ev->family = 4;
         return;
-    if (!inet_ntop(af, ev->addr, ev->ip, sizeof ev->ip))
+    }
+    if (inet_pton(AF_INET6, buf, ev->addr) != 1)
         return;
-    ev->family = af == AF_INET ? 4 : 6;
+    ev->family = 6;
 }
 
 static smban_span grab(const PCRE2_SIZE *ov, int g, const char *s)
@@ -450,24 +672,48 @@ static const char *memmem_(const char *h, size_t hn, const char *n, size_t nn)
     return memmem(h, hn, n, nn);
 }
 
+
+/* Run one rule's pattern (or its fast parser); 1 and g filled on a match. */
+static int run_rule(smban_classifier *c, size_t i, const char *s, size_t n, groups *g)
+{
+    const compiled_rule *cr = &c->rules[i];
+    memset(g, 0, sizeof *g);
+    if (!cr->code)
+        return 1;
+    if (cr->fast)
+        return cr->fast(s, n, g);
+    int rc = pcre2_match(cr->code, (PCRE2_SPTR)s, n, 0, 0, c->md, c->mctx);
+    if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT)
+        c->cnt.match_limit++;
+    if (rc <= 0)
+        return 0;
+    const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
+    g->ip = grab(ov, cr->g_ip, s);
+    g->host = grab(ov, cr->g_host, s);
+    g->hostonly = grab(ov, cr->g_hostonly, s);
+    g->user = grab(ov, cr->g_user, s);
+    g->mech = grab(ov, cr->g_mech, s);
+    g->code = grab(ov, cr->g_code, s);
+    g->detail = grab(ov, cr->g_detail, s);
+    return 1;
+}
+
 /* Run the rules whose constant text the message holds; returns the rule
- * index that matched, or -1. */
-static int dispatch(smban_classifier *c, const char *s, size_t n)
+ * index that matched (g filled), or -1. */
+static int dispatch(smban_classifier *c, const char *s, size_t n, groups *g)
 {
     /* START rules first: their constants hold characters no host name has,
      * so a message opening with one is not a client-first message */
-    for (size_t i = 0; i < NRULES; i++) {
+    if (n == 0)
+        return -1;
+    unsigned char first = (unsigned char)s[0];
+    for (size_t k = 0; k < c->start_n[first]; k++) {
+        size_t i = c->start_idx[first][k];
         const smban_rule *r = &smban_rules[i];
-        if (r->where != SMBAN_START || n < r->literal_len || s[0] != r->literal[0]
-            || memcmp(s, r->literal, r->literal_len) != 0)
+        if (n < r->literal_len || memcmp(s, r->literal, r->literal_len) != 0)
             continue;
-        if (!c->rules[i].code)
+        if (run_rule(c, i, s, n, g))
             return (int)i;
-        int rc = pcre2_match(c->rules[i].code, (PCRE2_SPTR)s, n, 0, 0, c->md, c->mctx);
-        if (rc > 0)
-            return (int)i;
-        if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT)
-            c->cnt.match_limit++;
     }
     int present = 0;
     for (size_t i = 0; i < NRULES; i++) {
@@ -483,11 +729,8 @@ static int dispatch(smban_classifier *c, const char *s, size_t n)
         }
         if (!present)
             continue;
-        int rc = pcre2_match(c->rules[i].code, (PCRE2_SPTR)s, n, 0, 0, c->md, c->mctx);
-        if (rc > 0)
+        if (run_rule(c, i, s, n, g))
             return (int)i;
-        if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT)
-            c->cnt.match_limit++;
     }
     return -1;
 }
@@ -567,7 +810,6 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
     } else if (s && s->family) {
         ev->family = s->family;
         memcpy(ev->addr, s->addr, 16);
-        inet_ntop(s->family == 4 ? AF_INET : AF_INET6, s->addr, ev->ip, sizeof ev->ip);
     }
 
     /* the line's own verdict */
@@ -643,22 +885,13 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
         smban_table_del(c->sessions, s);
 }
 
-int smban_classify(smban_classifier *c, const char *line, size_t len,
-                   smban_event *ev)
+/* Classify a line already checked for length and NUL bytes. */
+static int classify_line(smban_classifier *c, const char *line, size_t len,
+                         smban_event *ev)
 {
     smban_frame f;
     smban_span qid = {NULL, 0};
     int cont;
-
-    c->cnt.lines++;
-    if (len > SMBAN_MAX_LINE) {
-        c->cnt.skipped_long++;
-        return 0;
-    }
-    if (memchr(line, '\0', len)) {
-        c->cnt.skipped_nul++;
-        return 0;
-    }
     if (smban_frame_parse(line, len, &c->clk, &f) < 0) {
         c->cnt.unframed++;
         return 0;
@@ -677,12 +910,12 @@ int smban_classify(smban_classifier *c, const char *line, size_t len,
     }
     const char *s = f.msg + skip;
     size_t n = f.msg_len - skip;
-    int ri = dispatch(c, s, n);
+    groups g;
+    int ri = dispatch(c, s, n, &g);
     if (ri < 0)
         return 0;
 
     const smban_rule *r = &smban_rules[ri];
-    const compiled_rule *cr = &c->rules[ri];
     memset(ev, 0, sizeof *ev);
     ev->cls = r->cls;
     ev->via = -1;
@@ -692,26 +925,19 @@ int smban_classify(smban_classifier *c, const char *line, size_t len,
     ev->qid = qid;
     ev->prog.p = f.prog;
     ev->prog.n = f.prog_len;
-    if (cr->code) {
-        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
-        smban_span ip = grab(ov, cr->g_ip, s);
-        if (ip.p)
-            set_ip(ev, ip.p, ip.n);
-        ev->host = grab(ov, cr->g_host, s);
-        if (!ev->host.p || !ev->host.n)
-            ev->host = grab(ov, cr->g_hostonly, s);
-        ev->user = grab(ov, cr->g_user, s);
-        ev->mech = grab(ov, cr->g_mech, s);
-        ev->detail = grab(ov, cr->g_detail, s);
-        smban_span code = grab(ov, cr->g_code, s);
-        if (code.p && code.n) {
-            int neg = code.p[0] == '-';
-            smban_span digits = {code.p + neg, code.n - (size_t)neg};
-            long v = span_long(digits);
-            if (v >= 0) {
-                ev->code = neg ? -v : v;
-                ev->has_code = 1;
-            }
+    if (g.ip.p)
+        set_ip(ev, g.ip.p, g.ip.n);
+    ev->host = g.host.p && g.host.n ? g.host : g.hostonly;
+    ev->user = g.user;
+    ev->mech = g.mech;
+    ev->detail = g.detail;
+    if (g.code.p && g.code.n) {
+        int neg = g.code.p[0] == '-';
+        smban_span digits = {g.code.p + neg, g.code.n - (size_t)neg};
+        long v = span_long(digits);
+        if (v >= 0) {
+            ev->code = neg ? -v : v;
+            ev->has_code = 1;
         }
     }
     ev->kind = smban_class_kind(ev->cls);
@@ -720,6 +946,108 @@ int smban_classify(smban_classifier *c, const char *line, size_t len,
     c->cnt.recognised++;
     return 1;
 }
+
+int smban_classify(smban_classifier *c, const char *line, size_t len,
+                   smban_event *ev)
+{
+    c->cnt.lines++;
+    if (len > SMBAN_MAX_LINE) {
+        c->cnt.skipped_long++;
+        return 0;
+    }
+    if (memchr(line, '\0', len)) {
+        c->cnt.skipped_nul++;
+        return 0;
+    }
+    return classify_line(c, line, len, ev);
+}
+
+const char *smban_event_ip(const smban_event *ev, char buf[48])
+{
+    if (!ev->family)
+        return NULL;
+    if (ev->family == 4) {
+        /* inet_ntop goes through stdio; this is the hot path of a batch */
+        char *o = buf;
+        for (int i = 0; i < 4; i++) {
+            unsigned v = ev->addr[i];
+            if (v >= 100)
+                *o++ = (char)('0' + v / 100);
+            if (v >= 10)
+                *o++ = (char)('0' + v / 10 % 10);
+            *o++ = (char)('0' + v % 10);
+            *o++ = i < 3 ? '.' : '\0';
+        }
+        return buf;
+    }
+    return inet_ntop(AF_INET6, ev->addr, buf, 48);
+}
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+
+/* Find the end of the line at p (its newline, or end) and tell whether the
+ * line holds a NUL byte or a byte >= 0x80, 16 bytes at a time: one pass
+ * instead of memchr plus a scan. */
+static const char *line_end(const char *p, const char *end, int *nul, int *high)
+{
+    const __m128i nl = _mm_set1_epi8('\n'), zero = _mm_setzero_si128();
+    unsigned any_nul = 0, any_high = 0;
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        unsigned m_nl = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, nl));
+        unsigned m_nul = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, zero));
+        unsigned m_high = (unsigned)_mm_movemask_epi8(v);
+        if (m_nl) {
+            unsigned before = (m_nl & (0u - m_nl)) - 1;   /* bytes before the newline */
+            *nul = any_nul || (m_nul & before);
+            *high = any_high || (m_high & before);
+            return p + __builtin_ctz(m_nl);
+        }
+        any_nul |= m_nul;
+        any_high |= m_high;
+        p += 16;
+    }
+    for (; p < end && *p != '\n'; p++) {
+        any_nul |= *p == '\0';
+        any_high |= (unsigned char)*p >= 0x80;
+    }
+    *nul = any_nul != 0;
+    *high = any_high != 0;
+    return p;
+}
+#else
+/* Scan a line once, a word at a time: does it hold a NUL byte, a byte
+ * >= 0x80?  Most log lines are plain ASCII. */
+static void scan_line(const char *p, size_t n, int *nul, int *high)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t any_high = 0, any_zero = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        any_high |= w;
+        any_zero |= (w - ones) & ~w;
+    }
+    /* (w - ones) & ~w & highs is non-zero exactly when w has a zero byte */
+    *nul = (any_zero & highs) != 0;
+    *high = (any_high & highs) != 0;
+    for (; i < n; i++) {
+        *nul |= p[i] == '\0';
+        *high |= (unsigned char)p[i] >= 0x80;
+    }
+}
+
+
+static const char *line_end(const char *p, const char *end, int *nul, int *high)
+{
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    const char *e = nl ? nl : end;
+    scan_line(p, (size_t)(e - p), nul, high);
+    return e;
+}
+#endif
 
 int smban_utf8_valid(const unsigned char *p, size_t n)
 {
@@ -765,20 +1093,29 @@ int64_t smban_classify_buffer(smban_classifier *c, const char *buf, size_t len,
     smban_event ev;
 
     while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *e = nl ? nl : end;
+        int nul, high, hit = 0;
+        const char *e = line_end(p, end, &nul, &high);
         size_t n = (size_t)(e - p);
         if (n && p[n - 1] == '\r')
             n--;
-        if (!smban_utf8_valid((const unsigned char *)p, n))
-            c->cnt.not_utf8++;
-        if (smban_classify(c, p, n, &ev) && fn) {
+        c->cnt.lines++;
+        if (n > SMBAN_MAX_LINE) {
+            c->cnt.skipped_long++;
+        } else {
+            if (high && !smban_utf8_valid((const unsigned char *)p, n))
+                c->cnt.not_utf8++;
+            if (nul)
+                c->cnt.skipped_nul++;
+            else
+                hit = classify_line(c, p, n, &ev);
+        }
+        if (hit && fn) {
             int rc = fn(ctx, lineno, p, n, &ev);
             if (rc < 0)
                 return rc;
         }
         lineno++;
-        p = nl ? nl + 1 : end;
+        p = e < end ? e + 1 : end;
     }
     return (int64_t)(lineno - first_line);
 }

@@ -31,10 +31,19 @@ static int digits(const char *p, const char *end, int n)
 static int month_of(const char *p)
 {
     static const char names[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-    for (int i = 0; i < 12; i++)
-        if (memcmp(p, names + 3 * i, 3) == 0)
-            return i;
-    return -1;
+    int guess;
+    switch (p[0]) {     /* one memcmp instead of up to twelve */
+    case 'J': guess = p[1] == 'a' ? 0 : p[2] == 'n' ? 5 : 6; break;
+    case 'F': guess = 1; break;
+    case 'M': guess = p[2] == 'r' ? 2 : 4; break;
+    case 'A': guess = p[1] == 'p' ? 3 : 7; break;
+    case 'S': guess = 8; break;
+    case 'O': guess = 9; break;
+    case 'N': guess = 10; break;
+    case 'D': guess = 11; break;
+    default: return -1;
+    }
+    return memcmp(p, names + 3 * guess, 3) == 0 ? guess : -1;
 }
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
@@ -89,7 +98,14 @@ static double local_time(smban_clock *clk, int y, int mon, int mday, int hour,
 /* The local year of the reference time (the wall clock when ref is 0). */
 static int ref_year(smban_clock *clk, double *ref_out)
 {
-    double ref = clk->ref > 0 ? clk->ref : (double)time(NULL);
+    double ref = clk->ref;
+    if (ref <= 0) {
+        /* the wall clock, read once per 4096 lines: a day's precision is all
+         * year inference needs */
+        if ((clk->calls++ & 4095) == 0)
+            clk->wall = (double)time(NULL);
+        ref = clk->wall;
+    }
     *ref_out = ref;
     if (ref < clk->ref_year_lo || ref >= clk->ref_year_hi) {
         time_t t = (time_t)ref;

@@ -75,7 +75,8 @@ static PyObject *make_event(smban_state *st, const smban_event *ev)
     } while (0)
     SET(0, Py_NewRef(PyTuple_GET_ITEM(st->kind_names, ev->kind)));
     SET(1, Py_NewRef(PyTuple_GET_ITEM(st->class_names, ev->cls)));
-    SET(2, ev->family ? PyUnicode_FromString(ev->ip) : Py_NewRef(Py_None));
+    char ip[48];
+    SET(2, smban_event_ip(ev, ip) ? PyUnicode_FromString(ip) : Py_NewRef(Py_None));
     SET(3, ev->has_time ? PyFloat_FromDouble(ev->time) : Py_NewRef(Py_None));
     SET(4, ev->pid >= 0 ? PyLong_FromLong(ev->pid) : Py_NewRef(Py_None));
     SET(5, span_str(ev->qid));
@@ -119,21 +120,23 @@ Classifier_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"mode", "max_sessions", "session_idle",
                              "max_trusted", "trust_seconds", "ref_time",
-                             "programs", NULL};
+                             "programs", "regex_only", NULL};
     const char *mode = "normal";
     Py_ssize_t max_sessions = 100000, max_trusted = 100000;
     double session_idle = 3600, trust_seconds = 86400;
     PyObject *ref_time = Py_None, *programs = Py_None, *joined = NULL;
+    int regex_only = 0;
     smban_options opt;
     char err[SMBAN_ERR_LEN] = "";
     ClassifierObject *self = NULL;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|s$ndndOO:Classifier", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|s$ndndOOp:Classifier", kwlist,
                                      &mode, &max_sessions, &session_idle,
                                      &max_trusted, &trust_seconds, &ref_time,
-                                     &programs))
+                                     &programs, &regex_only))
         return NULL;
     smban_options_default(&opt);
+    opt.regex_only = regex_only;
     if (strcmp(mode, "normal") == 0)
         opt.aggressive = 0;
     else if (strcmp(mode, "aggressive") == 0)
@@ -468,7 +471,7 @@ static PyGetSetDef Classifier_getset[] = {
 static PyType_Slot Classifier_slots[] = {
     {Py_tp_doc, "Classifier(mode='normal', *, max_sessions=100000, session_idle=3600.0,\n"
                 "           max_trusted=100000, trust_seconds=86400.0, ref_time=None,\n"
-                "           programs=None)\n\n"
+                "           programs=None, regex_only=False)\n\n"
                 "A session-aware classifier of sendmail log lines."},
     {Py_tp_new, Classifier_new},
     {Py_tp_dealloc, Classifier_dealloc},

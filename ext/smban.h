@@ -81,6 +81,8 @@ typedef struct {
     double ref_year_lo, ref_year_hi; /* [lo, hi) range of ref_year's cache */
     int key;                /* cached local hour: y*1000000+mon*10000+mday*100+hour */
     double base;            /* epoch of key:00:00 local */
+    double wall;            /* the wall clock, when ref is 0 */
+    unsigned calls;
 } smban_clock;
 
 void smban_clock_init(smban_clock *clk, double ref);
@@ -171,6 +173,7 @@ typedef struct {
     double trust_seconds;    /* how long delivered mail vouches; default 86400 */
     double ref_time;         /* year inference; 0: the wall clock */
     const char *programs;    /* comma-separated syslog tags; NULL: default */
+    int regex_only;          /* tests: no hand-written parser, patterns only */
 } smban_options;
 
 void smban_options_default(smban_options *o);
@@ -183,8 +186,7 @@ typedef struct {
     int via;                /* the line's own class when cls differs, else -1 */
     int failures;           /* failures this line adds for ip (mode-aware) */
     int family;             /* 0: no ip, 4 or 6 */
-    uint8_t addr[16];
-    char ip[48];            /* text, normalised, without "IPv6:" */
+    uint8_t addr[16];       /* the client address; see smban_event_ip */
     double time;
     int has_time;
     long pid;
@@ -231,6 +233,10 @@ void smban_classifier_table_stats(const smban_classifier *c,
                                   smban_table_stats *sessions,
                                   smban_table_stats *trusted);
 const smban_options *smban_classifier_options(const smban_classifier *c);
+
+/* The event's address as text (normalised, without "IPv6:") in buf, or
+ * NULL when it has none.  Returns buf (borrowed). */
+const char *smban_event_ip(const smban_event *ev, char buf[48]);
 
 /* 1 when [p, p+n) is valid UTF-8. */
 int smban_utf8_valid(const unsigned char *p, size_t n);

@@ -171,3 +171,15 @@ def event_matches(ev, exp):
         if got != want:
             bad.append("%s: got %r want %r" % (key, got, want))
     return bad
+
+
+def pytest_report_header(config):
+    return "smban._core: %s" % smban._core.__file__
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sanitized_build_in_use():
+    """Under `make asan` the sanitized extension must be the one imported."""
+    if os.environ.get("SMBAN_SANITIZED"):
+        assert os.sep + os.path.join("build", "asan") + os.sep in smban._core.__file__, \
+            smban._core.__file__

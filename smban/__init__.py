@@ -27,7 +27,7 @@ class Classifier(_Classifier):
 
     Classifier(mode="normal", *, max_sessions=100000, session_idle=3600.0,
                max_trusted=100000, trust_seconds=86400.0, ref_time=None,
-               programs=None)
+               programs=None, regex_only=False)
 
     mode          "normal" counts ban classes only; "aggressive" also counts
                   suspects, except for addresses that delivered accepted mail
@@ -38,6 +38,8 @@ class Classifier(_Classifier):
                   the wall clock).
     programs      syslog tags taken as sendmail (default sendmail, sm-mta,
                   sm-acceptingconnections).
+    regex_only    use the rule table's patterns even for the lines that have
+                  an equivalent hand-written parser (for tests).
 
     classify(line) takes lines in log order and returns an Event or None;
     classify_buffer(data) classifies a whole buffer in C without the GIL.

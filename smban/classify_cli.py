@@ -33,9 +33,11 @@ def run(args):
     write = sys.stdout.write
     totals = {"lines": 0, "classes": {}, "kinds": {}, "failures": 0}
     for path in args.files:
+        first = 1
         try:
-            for data, first in chunks(path):
+            for data in chunks(path):
                 res = c.classify_buffer(data, first, events=not args.count)
+                first += res["lines"]
                 totals["lines"] += res["lines"]
                 totals["failures"] += res["failures"]
                 for key in ("classes", "kinds"):

@@ -1,6 +1,7 @@
 """Reading log files for the batch path: plain or gzip, in chunks of whole
 lines, numbered from 1 in each file."""
 import gzip
+import mmap
 import os
 
 CHUNK = 8 << 20
@@ -33,11 +34,45 @@ def check_readable(paths):
 
 
 def chunks(path, size=CHUNK):
-    """Yield (data, first_line) for path: data holds whole lines only (the
-    last line of the file may lack its newline)."""
-    lineno = 1
+    """Yield the data of path in pieces that hold whole lines only (the last
+    line of the file may lack its newline), so the caller numbers lines by
+    counting them (classify_buffer returns the count).  A plain file is
+    mapped, not copied: a piece is then a memoryview valid until the next
+    step."""
+    f = open_log(path)
+    if not isinstance(f, gzip.GzipFile):
+        try:
+            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (ValueError, OSError):
+            m = None            # empty, or not mappable (a pipe): read it
+        if m is not None:
+            f.close()
+            with m:
+                yield from _mapped(m, size * 8)
+            return
+    yield from _read(f, path, size)
+
+
+def _mapped(m, size):
+    pos, n = 0, len(m)
+    view = memoryview(m)
+    try:
+        while pos < n:
+            end = min(pos + size, n)
+            if end < n:
+                cut = m.rfind(b"\n", pos, end)
+                end = cut + 1 if cut >= 0 else n
+            part = view[pos:end]
+            yield part
+            part.release()
+            pos = end
+    finally:
+        view.release()
+
+
+def _read(f, path, size):
     rest = b""
-    with open_log(path) as f:
+    with f:
         while True:
             try:
                 block = f.read(size)
@@ -50,11 +85,10 @@ def chunks(path, size=CHUNK):
             if cut < 0:
                 rest = data
                 continue
-            yield data[:cut + 1], lineno
-            lineno += data.count(b"\n", 0, cut + 1)
+            yield data[:cut + 1]
             rest = data[cut + 1:]
     if rest:
-        yield rest, lineno
+        yield rest
 
 
 def size_of(path):
