@@ -77,3 +77,20 @@ demo: deps build
 clean:
 	rm -rf build smban/*.so .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# ---- ban backend (iptc.c): plain-C unit tests of address and option parsing ----
+# (no table is touched: runs without root; the transactions are tested by pytest
+# in private network namespaces)
+IPTC_LIBS := $(shell pkg-config --libs libiptc 2>/dev/null) -lpthread
+.PHONY: ctest-iptc asan-iptc
+build/test_iptc: ext/test/test_iptc.c ext/iptc.c ext/iptc.h ext/smban.h
+	@mkdir -p build
+	$(CC) $(CORE_CFLAGS) $(EXTRA_CFLAGS) -o $@ ext/test/test_iptc.c ext/iptc.c $(IPTC_LIBS)
+ctest-iptc: build/test_iptc
+	build/test_iptc
+asan-iptc:
+	@mkdir -p build/asan-iptc
+	$(CC) $(CORE_CFLAGS) $(SAN_FLAGS) -o build/asan-iptc/test_iptc ext/test/test_iptc.c ext/iptc.c $(IPTC_LIBS)
+	build/asan-iptc/test_iptc
+ctest: ctest-iptc
+asan: asan-iptc
