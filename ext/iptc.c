@@ -119,7 +119,7 @@ struct request {
     int op;
     const smban_addr *addrs;
     size_t n;
-    uint8_t *results;          /* may be NULL */
+    uint8_t *res;              /* per address: changed; OR-ed over attempts */
     int rc;
     char *err;                 /* the caller's err[] */
     int done;
@@ -813,7 +813,15 @@ static int transaction(smban_iptc *c, modify_fn fn, void *ctx, char err[SMBAN_ER
                 rc = iptc_fail(c, "commit failed", e, err);
                 c->ops->free(h);
                 close(fd);
-                if (e == EAGAIN && attempt < c->retries) {
+                /* EAGAIN: the table changed since our snapshot (a writer
+                 * that ignores the lock); nothing was replaced.  EINVAL:
+                 * also what the kernel answers when the table changed
+                 * between libiptc's replace and its counter update, i.e.
+                 * after our rules landed.  Both: redo the transaction on a
+                 * fresh snapshot; the modifications are idempotent, so a
+                 * landed commit is found done.  A rule the kernel really
+                 * rejects fails every attempt and is reported. */
+                if ((e == EAGAIN || e == EINVAL) && attempt < c->retries) {
                     stat_add(&c->stats.retries, 1);
                     sleep_us(1000L << (attempt < 6 ? attempt : 6));
                     continue;
@@ -880,13 +888,13 @@ static void chain_tail(smban_iptc *c, xh *h, int *exists, int *has_return, size_
     }
 }
 
-/* Make the layout whole inside handle h.  *rep gets what was missing. */
+/* Make the layout whole inside handle h.  The SMBAN_LAYOUT_* bits of what
+ * was missing are OR-ed into *rep. */
 static int ensure_layout(smban_iptc *c, xh *h, int exists, int has_return, unsigned *rep,
                          char err[SMBAN_ERR_LEN])
 {
     unsigned char mask[ENTRY_MAX];
     int rc;
-    *rep = 0;
     if (!c->ops->is_chain(c->parent, h)) {
         snprintf(err, SMBAN_ERR_LEN, "%s %s: parent chain %s does not exist", c->ops->tool,
                  c->chain, c->parent);
@@ -992,14 +1000,13 @@ static int apply_modify(smban_iptc *c, xh *h, void *vctx, char err[SMBAN_ERR_LEN
     struct { unsigned pos; size_t key; } *pos = NULL;
     int exists, has_return = 0, has_ban = 0, changes = 0, rc = 0;
     const void *last = NULL;
-    unsigned rep;
+    unsigned rep = 0;
     keyset ks;
     struct request *r;
 
     for (r = ctx->batch; r; r = r->next) {
         total += r->n;
         has_ban |= r->op == SMBAN_OP_BAN;
-        r->rc = 0;
     }
     if (keyset_init(&ks, total) < 0) {
         snprintf(err, SMBAN_ERR_LEN, "out of memory");
@@ -1054,9 +1061,7 @@ static int apply_modify(smban_iptc *c, xh *h, void *vctx, char err[SMBAN_ERR_LEN
                 changed = ks.cur[k];
                 ks.cur[k] = 0;
             }
-            if (r->results)
-                r->results[i] = (uint8_t)changed;
-            r->rc += changed;
+            r->res[i] |= (uint8_t)changed;
         }
     }
 
@@ -1106,8 +1111,11 @@ static void run_batch(smban_iptc *c, struct request *batch)
         if (rc < 0) {
             r->rc = rc;
             memcpy(r->err, err, SMBAN_ERR_LEN);
-            if (r->results)
-                memset(r->results, 0, r->n);
+            memset(r->res, 0, r->n);
+        } else {
+            r->rc = 0;
+            for (size_t i = 0; i < r->n; i++)
+                r->rc += r->res[i];
         }
     }
     stat_add(&c->stats.requests, n);
@@ -1118,7 +1126,8 @@ static void run_batch(smban_iptc *c, struct request *batch)
 int smban_iptc_apply(smban_iptc *c, int op, const smban_addr *addrs, size_t n,
                      uint8_t *results, char err[SMBAN_ERR_LEN])
 {
-    struct request req = {op, addrs, n, results, 0, err, 0, NULL};
+    uint8_t one = 0;
+    struct request req = {op, addrs, n, results ? results : &one, 0, err, 0, NULL};
 
     if (op != SMBAN_OP_BAN && op != SMBAN_OP_UNBAN) {
         snprintf(err, SMBAN_ERR_LEN, "unknown operation %d", op);
@@ -1130,6 +1139,11 @@ int smban_iptc_apply(smban_iptc *c, int op, const smban_addr *addrs, size_t n,
             return SMBAN_EINVAL;
         }
     }
+    if (!results && n > 1 && !(req.res = calloc(n, 1))) {
+        snprintf(err, SMBAN_ERR_LEN, "out of memory");
+        return SMBAN_ENOMEM;
+    }
+    memset(req.res, 0, n);
     pthread_mutex_lock(&c->mu);
     if (c->tail)
         c->tail->next = &req;
@@ -1155,6 +1169,8 @@ int smban_iptc_apply(smban_iptc *c, int op, const smban_addr *addrs, size_t n,
         }
     }
     pthread_mutex_unlock(&c->mu);
+    if (req.res != results && req.res != &one)
+        free(req.res);
     return req.rc;
 }
 
@@ -1162,12 +1178,13 @@ int smban_iptc_apply(smban_iptc *c, int op, const smban_addr *addrs, size_t n,
 
 static int start_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN])
 {
-    unsigned *rep = ctx;
+    unsigned *rep = ctx, now = 0;
     int exists, has_return, rc;
     chain_tail(c, h, &exists, &has_return, NULL);
-    if ((rc = ensure_layout(c, h, exists, has_return, rep, err)) < 0)
+    if ((rc = ensure_layout(c, h, exists, has_return, &now, err)) < 0)
         return rc;
-    return *rep != 0;
+    *rep |= now;            /* sticky over attempts: see transaction() */
+    return now != 0;
 }
 
 int smban_iptc_start(smban_iptc *c, unsigned *repaired, char err[SMBAN_ERR_LEN])
@@ -1181,12 +1198,11 @@ int smban_iptc_start(smban_iptc *c, unsigned *repaired, char err[SMBAN_ERR_LEN])
 
 static int stop_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN])
 {
-    int *removed = ctx, rc;
-    *removed = 0;
+    int *removed = ctx, rc, now = 0;
     if (c->ops->is_chain(c->parent, h)) {
         if ((rc = delete_jumps(c, h, err)) < 0)
             return rc;
-        *removed += rc;
+        now += rc;
     }
     if (c->ops->is_chain(c->chain, h)) {
         if (!c->ops->flush_entries(c->chain, h))
@@ -1202,9 +1218,10 @@ static int stop_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN])
             }
             return iptc_fail(c, "cannot delete the chain", e, err);
         }
-        (*removed)++;
+        now++;
     }
-    return *removed > 0;
+    *removed += now;        /* sticky over attempts: see transaction() */
+    return now > 0;
 }
 
 int smban_iptc_stop(smban_iptc *c, char err[SMBAN_ERR_LEN])
@@ -1216,10 +1233,12 @@ int smban_iptc_stop(smban_iptc *c, char err[SMBAN_ERR_LEN])
 
 static int flush_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN])
 {
-    size_t *bans = ctx;
+    size_t *bans = ctx, now;
     int exists, has_return;
-    chain_tail(c, h, &exists, &has_return, bans);
-    if (!exists || (!*bans && has_return))
+    chain_tail(c, h, &exists, &has_return, &now);
+    if (now > *bans)
+        *bans = now;        /* sticky over attempts: see transaction() */
+    if (!exists || (!now && has_return))
         return 0;
     if (!c->ops->flush_entries(c->chain, h))
         return iptc_fail(c, "cannot flush the chain", errno, err);

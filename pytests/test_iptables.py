@@ -474,3 +474,45 @@ def test_bans_cli(ns):
     assert r.returncode == 2 and "smban:" in r.stderr
     r = _cli("check", "--chain", "absent")
     assert r.returncode == 1 and "absent" in r.stdout
+
+
+
+def test_kernel_eagain_is_retried_and_nothing_is_lost(ns, tmp_path):
+    """A writer that does not share our lock (here iptables-legacy pointed at
+    another lock file) commits between our snapshot and our commit: the
+    kernel refuses the stale commit (EAGAIN) and the whole transaction is
+    redone; every ban ends up in the table."""
+    netns.run("iptables-legacy", "-w", "-N", "other")
+    c = mk(ports="25")
+    c.start()
+    c.ban_many(["10.9.%d.%d" % (i // 250, i % 250 + 1) for i in range(3000)])  # widen the window
+    stop = threading.Event()
+    env = dict(os.environ, XTABLES_LOCKFILE=str(tmp_path / "not-our-lock"))
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            subprocess.run(["iptables-legacy", "-w", "-A", "other", "-s",
+                            "203.0.113.%d" % (i % 250 + 1), "-j", "ACCEPT"],
+                           env=env, capture_output=True)
+            time.sleep(0.005)
+    ws = [threading.Thread(target=writer)]
+    for w in ws:
+        w.start()
+    done = []
+    try:
+        end = time.monotonic() + 20
+        for i in range(2000):
+            ip = "10.8.%d.%d" % (i // 250, i % 250 + 1)
+            assert c.ban(ip) is True
+            done.append(ip)
+            if c.stats()["retries"] >= 3 or time.monotonic() > end:
+                break
+    finally:
+        stop.set()
+        for w in ws:
+            w.join()
+    assert c.stats()["retries"] > 0
+    assert set(done) <= set(c.banned())
+    assert netns.chain_rules("f2b-t")[-1] == "-A f2b-t -j RETURN"
