@@ -149,6 +149,7 @@ struct smban_iptc {
  * lock file from several descriptors of one process. */
 static pthread_mutex_t iptc_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* Counters are bumped by leaders and read by anyone: relaxed atomics. */
 static void stat_add(uint64_t *v, uint64_t n)
 {
     __atomic_fetch_add(v, n, __ATOMIC_RELAXED);
@@ -169,6 +170,8 @@ static void quote(const char *s, char out[72])
     out[i] = 0;
 }
 
+/* The netmask of a prefix length, in network byte order (16 bytes; IPv4
+ * uses the first 4). */
 static void prefix_mask(int family, int prefix, uint8_t mask[16])
 {
     int bytes = family == 4 ? 4 : 16;
@@ -282,6 +285,7 @@ void smban_addr_format(const smban_addr *a, char buf[SMBAN_ADDR_LEN])
     }
 }
 
+/* The prefix length of a (contiguous) netmask. */
 static int popcount_prefix(const uint8_t *m, int bytes)
 {
     int n = 0;
@@ -372,6 +376,7 @@ static size_t build(const smban_iptc *c, entry_buf *b, uint16_t proto,
     return off;
 }
 
+/* Point the prebuilt ban rule b at address a. */
 static void set_src(const smban_iptc *c, entry_buf *b, const smban_addr *a)
 {
     uint8_t mask[16];
@@ -387,6 +392,8 @@ static void set_src(const smban_iptc *c, entry_buf *b, const smban_addr *a)
 
 /* ---- options ---- */
 
+/* A chain name iptables would accept and that cannot be read as an
+ * option: 1..max of [A-Za-z0-9_.+-], not starting with '-' or '!'. */
 static int valid_name(const char *s, size_t max)
 {
     size_t n = s ? strlen(s) : 0;
@@ -403,6 +410,9 @@ static const struct { const char *name; uint16_t num; } protocols[] = {
     {"dccp", IPPROTO_DCCP}, {"udplite", IPPROTO_UDPLITE}, {"all", 0},
 };
 
+/* One port of a list: a number or a service name of /etc/services for
+ * proto (getservbyname_r: thread-safe, no DNS).  Surrounding blanks are
+ * ignored. */
 static int parse_port(const char *s, size_t n, const char *proto, uint16_t *out,
                       char err[SMBAN_ERR_LEN])
 {
@@ -929,6 +939,8 @@ typedef struct {
     struct request *batch;
 } apply_ctx;
 
+/* FNV-1a over prefix and address: keys of one batch, not attacker-sized
+ * tables (a batch is what the caller asked for). */
 static uint32_t addr_hash(const smban_addr *a)
 {
     uint32_t h = 2166136261u;
@@ -943,6 +955,8 @@ static int addr_eq(const smban_addr *a, const smban_addr *b)
     return a->prefix == b->prefix && !memcmp(a->addr, b->addr, 16);
 }
 
+/* The distinct addresses of one batch, with their state before (init) and
+ * after (cur) the batch's operations are applied in order. */
 typedef struct {
     size_t nkeys, cap;         /* cap: power of two */
     const smban_addr **key;    /* borrowed from the requests */
@@ -993,6 +1007,12 @@ static long keyset_find(keyset *k, const smban_addr *a, int add)
     }
 }
 
+/* The batch's modification: one pass over the chain finds which of the
+ * batch's addresses are banned and where; the operations are then applied
+ * in arrival order to that state; finally the rules of addresses that end
+ * up unbanned are deleted (from the bottom, so positions stay valid), the
+ * layout is repaired when the batch bans, and new bans are inserted at the
+ * head.  Cost: O(rules + addresses) plus libiptc's deletes. */
 static int apply_modify(smban_iptc *c, xh *h, void *vctx, char err[SMBAN_ERR_LEN])
 {
     apply_ctx *ctx = vctx;
