@@ -394,7 +394,7 @@ def test_jump_or_return_removed_behind_our_back(ns):
     assert c.banned() == ["192.0.2.8", "192.0.2.7"]
 
 
-def test_jump_without_chain_is_repaired_by_start(ns):
+def test_emptied_chain_gets_its_return_back(ns):
     c = mk()
     c.start()
     netns.run("iptables-legacy", "-w", "-F", "f2b-t")
