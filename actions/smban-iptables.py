@@ -206,8 +206,10 @@ class SmbanIptables(ActionBase):
 
     def reload(self, **opts):
         """Take new options without lifting bans.  A new port, protocol or
-        parent chain moves the jump rule; a new name moves the bans to the
-        new chain; a new blocktype applies to bans made from now on."""
+        parent chain replaces the jump rule (a new parent: the old one's jump
+        is removed first, leaving a moment where the chain is not reached);
+        a new name moves the bans to the new chain; a new blocktype applies
+        to bans made from now on."""
         self._wait_restored()
         new = self._parse(opts)
         with self._lock:
@@ -221,7 +223,9 @@ class SmbanIptables(ActionBase):
                     nc.ban_many(c.banned())
                     c.stop()
                 else:
-                    nc.start()       # replaces an outdated jump rule
+                    if nc.parent != c.parent:
+                        c.unjump()   # leave the old parent chain as it was
+                    nc.start()       # (re)places the jump rule
                 self._chains[family] = nc
 
     @property

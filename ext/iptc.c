@@ -1251,6 +1251,24 @@ int smban_iptc_stop(smban_iptc *c, char err[SMBAN_ERR_LEN])
     return rc < 0 ? rc : removed > 0;
 }
 
+static int unjump_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN])
+{
+    int *removed = ctx, rc;
+    if (!c->ops->is_chain(c->parent, h))
+        return 0;
+    if ((rc = delete_jumps(c, h, err)) < 0)
+        return rc;
+    *removed += rc;         /* sticky over attempts: see transaction() */
+    return rc > 0;
+}
+
+int smban_iptc_unjump(smban_iptc *c, char err[SMBAN_ERR_LEN])
+{
+    int removed = 0;
+    int rc = transaction(c, unjump_modify, &removed, err);
+    return rc < 0 ? rc : removed;
+}
+
 static int flush_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN])
 {
     size_t *bans = ctx, now;

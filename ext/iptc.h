@@ -133,6 +133,11 @@ int smban_iptc_start(smban_iptc *c, unsigned *repaired, char err[SMBAN_ERR_LEN])
  * bans.  Returns 1 when something was removed, 0 when nothing was there. */
 int smban_iptc_stop(smban_iptc *c, char err[SMBAN_ERR_LEN]);
 
+/* Remove the jump rules to our chain from the parent only, keeping the
+ * chain and its bans (used when the parent chain changes).  Returns the
+ * number of rules removed. */
+int smban_iptc_unjump(smban_iptc *c, char err[SMBAN_ERR_LEN]);
+
 /* Remove every ban, keeping the chain, its RETURN and the jump.  Returns
  * the number of bans removed. */
 int smban_iptc_flush(smban_iptc *c, char err[SMBAN_ERR_LEN]);

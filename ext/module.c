@@ -704,6 +704,19 @@ static PyObject *Chain_stop(ChainObject *self, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(rc);
 }
 
+/* unjump() -> int: jump rules removed from the parent (chain and bans kept). */
+static PyObject *Chain_unjump(ChainObject *self, PyObject *Py_UNUSED(ignored))
+{
+    char err[SMBAN_ERR_LEN] = "";
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = smban_iptc_unjump(self->c, err);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        return chain_raise(rc, err);
+    return PyLong_FromLong(rc);
+}
+
 /* flush() -> int: the number of bans removed. */
 static PyObject *Chain_flush(ChainObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -809,6 +822,8 @@ static PyMethodDef Chain_methods[] = {
      "unban_many(ips) -> int\n\nUnban every address in one commit."},
     {"banned", (PyCFunction)Chain_banned, METH_NOARGS,
      "banned() -> list of str\n\nThe banned addresses, newest first."},
+    {"unjump", (PyCFunction)Chain_unjump, METH_NOARGS,
+     "unjump() -> int\n\nRemove the jump rules from the parent; keep the chain and bans."},
     {"flush", (PyCFunction)Chain_flush, METH_NOARGS,
      "flush() -> int\n\nRemove every ban, keep the chain and the jump rule."},
     {"check", (PyCFunction)Chain_check, METH_NOARGS,

@@ -116,6 +116,17 @@ def test_changed_ports_replace_the_jump_rule(ns):
     assert jumps == ["-A INPUT -p tcp -m multiport --dports 25,587 -j f2b-t"]
 
 
+def test_unjump_keeps_chain_and_bans(ns):
+    c = mk()
+    c.ban("192.0.2.7")
+    assert c.unjump() == 1
+    assert c.unjump() == 0
+    assert not [l for l in netns.save() if l.endswith("-j f2b-t")]
+    assert c.banned() == ["192.0.2.7"]
+    st = c.check()
+    assert st["chain"] and not st["jump"]
+
+
 def test_nothing_else_is_touched(ns):
     netns.run("iptables-legacy", "-w", "-N", "other")
     netns.run("iptables-legacy", "-w", "-A", "other", "-s", "203.0.113.1", "-j", "ACCEPT")

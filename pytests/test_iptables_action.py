@@ -223,6 +223,10 @@ def test_action_module_without_fail2ban_server(tmp_path, monkeypatch):
             a.reload(port="25,587", name="other")
             assert len(netns.chain_rules("f2b-other")) == 2000
             assert "-A INPUT -p tcp -m multiport --dports 25,587 -j f2b-other" in netns.save()
+            a.reload(port="25,587", name="other", chain="FORWARD")
+            assert len(netns.chain_rules("f2b-other")) == 2000
+            assert [l for l in netns.save() if l.endswith("-j f2b-other")] == \
+                ["-A FORWARD -p tcp -m multiport --dports 25,587 -j f2b-other"]
             netns.run("iptables-legacy", "-w", "-F", "f2b-other")
             assert a.consistencyCheck() is False      # found and repaired
             assert a._chains[4].check()["ok"]

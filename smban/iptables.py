@@ -145,6 +145,12 @@ class Chain:
         was something to remove."""
         return self._c.stop()
 
+    def unjump(self):
+        """Remove the jump rules to the chain from the parent chain only; the
+        chain and its bans stay (for moving the jump to another parent).
+        Returns the number of rules removed."""
+        return self._c.unjump()
+
     def check(self):
         """Read the layout without changing it: a dict with "chain",
         "return", "jump" (bools: present), "references" (rules jumping to the
