@@ -191,6 +191,9 @@ struct smban_classifier {
     smban_table *sessions;
     smban_table *trusted;
     double now;             /* the latest log time seen */
+    char last_hp[128];      /* host and program of the last session key */
+    size_t last_host_len, last_prog_len;
+    uint64_t last_k0;
     smban_counters cnt;
 };
 
@@ -649,6 +652,7 @@ static void set_ip(smban_event *ev, const char *p, size_t n)
         }
         if (parts != 4)
             return;
+        memset(ev->addr + 4, 0, 12);
         ev->family = 4;
         return;
     }
@@ -673,11 +677,22 @@ static const char *memmem_(const char *h, size_t hn, const char *n, size_t nn)
 }
 
 
+/* s begins with the n bytes of lit (short constants: an inline loop beats
+ * a call to memcmp). */
+static inline int has_prefix(const char *s, const char *lit, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != lit[i])
+            return 0;
+    return 1;
+}
+
 /* Run one rule's pattern (or its fast parser); 1 and g filled on a match. */
 static int run_rule(smban_classifier *c, size_t i, const char *s, size_t n, groups *g)
 {
     const compiled_rule *cr = &c->rules[i];
-    memset(g, 0, sizeof *g);
+    static const smban_span none = {NULL, 0};
+    g->ip = g->host = g->hostonly = g->user = g->mech = g->code = g->detail = none;
     if (!cr->code)
         return 1;
     if (cr->fast)
@@ -710,7 +725,7 @@ static int dispatch(smban_classifier *c, const char *s, size_t n, groups *g)
     for (size_t k = 0; k < c->start_n[first]; k++) {
         size_t i = c->start_idx[first][k];
         const smban_rule *r = &smban_rules[i];
-        if (n < r->literal_len || memcmp(s, r->literal, r->literal_len) != 0)
+        if (n < r->literal_len || !has_prefix(s, r->literal, r->literal_len))
             continue;
         if (run_rule(c, i, s, n, g))
             return (int)i;
@@ -799,8 +814,24 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
     long key_pid = f->pid >= 0 ? f->pid : (qid->p ? qid_pid(*qid) : -1);
 
     if (key_pid >= 0) {
-        uint64_t k0 = smban_hash_bytes(f->host, f->host_len, 0)
-                    ^ smban_hash_bytes(f->prog, f->prog_len, 1) * 31;
+        /* one log usually has one host and one program: reuse the hash */
+        uint64_t k0;
+        if (f->host_len == c->last_host_len && f->prog_len == c->last_prog_len
+            && f->host_len + f->prog_len <= sizeof c->last_hp
+            && memcmp(c->last_hp, f->host, f->host_len) == 0
+            && memcmp(c->last_hp + f->host_len, f->prog, f->prog_len) == 0) {
+            k0 = c->last_k0;
+        } else {
+            k0 = smban_hash_bytes(f->host, f->host_len, 0)
+               ^ smban_hash_bytes(f->prog, f->prog_len, 1) * 31;
+            if (f->host_len + f->prog_len <= sizeof c->last_hp) {
+                memcpy(c->last_hp, f->host, f->host_len);
+                memcpy(c->last_hp + f->host_len, f->prog, f->prog_len);
+                c->last_host_len = f->host_len;
+                c->last_prog_len = f->prog_len;
+                c->last_k0 = k0;
+            }
+        }
         s = smban_table_get(c->sessions, k0, (uint64_t)key_pid, c->now, 1);
     }
 
@@ -916,7 +947,12 @@ static int classify_line(smban_classifier *c, const char *line, size_t len,
         return 0;
 
     const smban_rule *r = &smban_rules[ri];
-    memset(ev, 0, sizeof *ev);
+    /* field by field: a memset of the whole event costs more than the rest
+     * of a typical line (addr is valid only with family) */
+    ev->failures = 0;
+    ev->family = 0;
+    ev->code = 0;
+    ev->has_code = 0;
     ev->cls = r->cls;
     ev->via = -1;
     ev->time = f.time;

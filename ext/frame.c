@@ -119,15 +119,22 @@ static int ref_year(smban_clock *clk, double *ref_out)
     return clk->ref_year;
 }
 
-/* ":ss" style "hh:mm:ss" at p; fills h, m, s. */
+/* Two digits at p (the caller checked there are two bytes), or -1. */
+static int two(const char *p)
+{
+    unsigned a = (unsigned)(p[0] - '0'), b = (unsigned)(p[1] - '0');
+    return a < 10 && b < 10 ? (int)(a * 10 + b) : -1;
+}
+
+/* "hh:mm:ss" at p; fills h, m, s. */
 static const char *clock_hms(const char *p, const char *end, int *h, int *m,
                              int *s)
 {
     if (end - p < 8 || p[2] != ':' || p[5] != ':')
         return NULL;
-    *h = digits(p, end, 2);
-    *m = digits(p + 3, end, 2);
-    *s = digits(p + 6, end, 2);
+    *h = two(p);
+    *m = two(p + 3);
+    *s = two(p + 6);
     if (*h < 0 || *m < 0 || *s < 0 || *h > 23 || *m > 59 || *s > 60)
         return NULL;
     return p + 8;
@@ -378,7 +385,10 @@ int smban_frame_parse(const char *line, size_t len, smban_clock *clk,
     const char *p = line, *end = line + len, *q;
     double t;
 
-    memset(f, 0, sizeof *f);
+    f->time = 0;
+    f->has_time = 0;
+    f->host = f->prog = f->msg = NULL;
+    f->host_len = f->prog_len = f->msg_len = 0;
     f->pid = -1;
 
     /* "<PRI>": RFC 5424 when "1 " follows, else a raw BSD packet */

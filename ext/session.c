@@ -17,12 +17,21 @@
 
 #define NIL UINT32_MAX
 
+/* An index slot keeps the hash beside the pool position, so that probing
+ * and deletion read the pool only for the entry they want. */
+typedef struct {
+    uint32_t pos;           /* pool index, or NIL for an empty slot */
+    uint32_t hash;
+} slot;
+
 struct smban_table {
     smban_session *pool;
-    uint32_t *index;        /* pool index or NIL */
+    slot *index;
     size_t max, mask, count;
+    size_t max_cap;         /* the index grows up to this (2 * max, rounded up) */
     uint32_t head, tail;    /* most / least recently used */
-    uint32_t free_head;     /* free list through .next */
+    uint32_t free_head;     /* free list through .next (deleted entries) */
+    size_t fresh;           /* pool[fresh..max) never used yet */
     double idle;
     uint64_t evicted, expired;
 };
@@ -55,7 +64,7 @@ int smban_table_new(size_t max, double idle, smban_table **out,
                     char err[SMBAN_ERR_LEN])
 {
     smban_table *t;
-    size_t cap = 16;
+    size_t cap = 16, max_cap;
 
     *out = NULL;
     if (max < 1 || max > (size_t)1 << 28) {
@@ -65,6 +74,11 @@ int smban_table_new(size_t max, double idle, smban_table **out,
     }
     while (cap < 2 * max)
         cap <<= 1;
+    /* start small: the live sessions of a log are usually few, and a small
+     * index stays in cache; it doubles as the table fills */
+    max_cap = cap;
+    if (cap > 1024)
+        cap = 1024;
     if (!(t = calloc(1, sizeof *t)))
         goto nomem;
     t->pool = calloc(max, sizeof *t->pool);
@@ -72,9 +86,14 @@ int smban_table_new(size_t max, double idle, smban_table **out,
     if (!t->pool || !t->index)
         goto nomem;
     t->max = max;
+    t->max_cap = max_cap;
     t->mask = cap - 1;
     t->idle = idle;
-    smban_table_clear(t);
+    /* the pool comes zeroed from calloc and is touched only as it fills,
+     * so a large bound costs memory only when sessions need it */
+    memset(t->index, 0xff, cap * sizeof *t->index);   /* every pos NIL */
+    t->free_head = NIL;
+    t->head = t->tail = NIL;
     *out = t;
     return 0;
 nomem:
@@ -95,10 +114,9 @@ void smban_table_free(smban_table *t)
 void smban_table_clear(smban_table *t)
 {
     memset(t->index, 0xff, (t->mask + 1) * sizeof *t->index);
-    memset(t->pool, 0, t->max * sizeof *t->pool);
-    for (size_t i = 0; i < t->max; i++)
-        t->pool[i].next = i + 1 < t->max ? (uint32_t)(i + 1) : NIL;
-    t->free_head = 0;
+    memset(t->pool, 0, t->fresh * sizeof *t->pool);
+    t->fresh = 0;
+    t->free_head = NIL;
     t->head = t->tail = NIL;
     t->count = 0;
 }
@@ -131,7 +149,7 @@ static size_t slot_of(const smban_table *t, const smban_session *s)
 {
     uint32_t i = (uint32_t)(s - t->pool);
     size_t j = s->hash & t->mask;
-    while (t->index[j] != i)
+    while (t->index[j].pos != i)
         j = (j + 1) & t->mask;
     return j;
 }
@@ -141,18 +159,17 @@ void smban_table_del(smban_table *t, smban_session *s)
     size_t i = slot_of(t, s), j = i;
 
     /* backward-shift deletion keeps every probe chain unbroken */
-    t->index[i] = NIL;
+    t->index[i].pos = NIL;
     for (;;) {
         j = (j + 1) & t->mask;
-        uint32_t e = t->index[j];
-        if (e == NIL)
+        if (t->index[j].pos == NIL)
             break;
-        size_t home = t->pool[e].hash & t->mask;
-        /* move e to the hole at i unless its home lies in (i, j] */
+        size_t home = t->index[j].hash & t->mask;
+        /* move the entry at j to the hole at i unless its home is in (i, j] */
         int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
         if (!stays) {
-            t->index[i] = e;
-            t->index[j] = NIL;
+            t->index[i] = t->index[j];
+            t->index[j].pos = NIL;
             i = j;
         }
     }
@@ -167,13 +184,37 @@ smban_session *smban_table_peek(smban_table *t, uint64_t k0, uint64_t k1)
 {
     uint32_t h = key_hash(k0, k1);
     for (size_t j = h & t->mask;; j = (j + 1) & t->mask) {
-        uint32_t e = t->index[j];
+        uint32_t e = t->index[j].pos;
         if (e == NIL)
             return NULL;
+        if (t->index[j].hash != h)
+            continue;
         smban_session *s = &t->pool[e];
-        if (s->hash == h && s->k0 == k0 && s->k1 == k1)
+        if (s->k0 == k0 && s->k1 == k1)
             return s;
     }
+}
+
+/* Double the index (rehashing every slot); -1 when out of memory. */
+static int grow(smban_table *t)
+{
+    size_t cap = (t->mask + 1) * 2;
+    slot *index = malloc(cap * sizeof *index);
+    if (!index)
+        return -1;
+    memset(index, 0xff, cap * sizeof *index);
+    for (size_t j = 0; j <= t->mask; j++) {
+        if (t->index[j].pos == NIL)
+            continue;
+        size_t k = t->index[j].hash & (cap - 1);
+        while (index[k].pos != NIL)
+            k = (k + 1) & (cap - 1);
+        index[k] = t->index[j];
+    }
+    free(t->index);
+    t->index = index;
+    t->mask = cap - 1;
+    return 0;
 }
 
 smban_session *smban_table_get(smban_table *t, uint64_t k0, uint64_t k1,
@@ -191,13 +232,23 @@ smban_session *smban_table_get(smban_table *t, uint64_t k0, uint64_t k1,
     } else {
         if (!create)
             return NULL;
-        if (t->count == t->max) {
+        /* keep the index at most half full: grow it, or, out of memory,
+         * treat the table as full */
+        int full = t->count == t->max;
+        if (!full && (t->count + 1) * 2 > t->mask + 1)
+            full = t->mask + 1 >= t->max_cap || grow(t) < 0;
+        if (full && t->count) {
             smban_table_del(t, &t->pool[t->tail]);
             t->evicted++;
         }
-        uint32_t i = t->free_head;
+        uint32_t i;
+        if (t->free_head != NIL) {
+            i = t->free_head;
+            t->free_head = t->pool[i].next;
+        } else {
+            i = (uint32_t)t->fresh++;
+        }
         s = &t->pool[i];
-        t->free_head = s->next;
         memset(s, 0, sizeof *s);
         s->k0 = k0;
         s->k1 = k1;
@@ -205,9 +256,10 @@ smban_session *smban_table_get(smban_table *t, uint64_t k0, uint64_t k1,
         s->used = 1;
         s->pending_cls = -1;
         size_t j = s->hash & t->mask;
-        while (t->index[j] != NIL)
+        while (t->index[j].pos != NIL)
             j = (j + 1) & t->mask;
-        t->index[j] = i;
+        t->index[j].pos = i;
+        t->index[j].hash = s->hash;
         t->count++;
     }
     if (now > s->last)
