@@ -8,7 +8,8 @@ import importlib
 import sys
 
 # (module, ...) in the order they appear in --help
-COMMANDS = ("smban.classify_cli", "smban.filter_cli", "smban.bans", "smban.demo")
+COMMANDS = ("smban.classify_cli", "smban.audit", "smban.filter_cli", "smban.bans",
+            "smban.demo", "smban.install_cli")
 
 
 class UsageError(Exception):
