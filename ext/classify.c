@@ -172,6 +172,7 @@ typedef int (*fast_parser)(const char *s, size_t n, groups *g);
 typedef struct {
     pcre2_code *code;       /* NULL: the literal decides */
     fast_parser fast;       /* a hand-written equivalent of code, or NULL */
+    int jit;                /* code was JIT-compiled */
     int g_ip, g_host, g_hostonly, g_user, g_mech, g_code, g_detail;
     int same_literal_as_prev;
 } compiled_rule;
@@ -186,6 +187,7 @@ struct smban_classifier {
     uint8_t start_n[256];               /* START rules by first byte, in order */
     uint8_t start_idx[256][NRULES];
     pcre2_match_context *mctx;
+    pcre2_jit_stack *jstack;
     pcre2_match_data *md;
     smban_clock clk;
     smban_table *sessions;
@@ -428,7 +430,7 @@ static int compile_rules(smban_classifier *c, char err[SMBAN_ERR_LEN])
         }
         free(pat);
         /* a JIT failure is not fatal: the interpreter is used instead */
-        (void)pcre2_jit_compile(cr->code, PCRE2_JIT_COMPLETE);
+        cr->jit = pcre2_jit_compile(cr->code, PCRE2_JIT_COMPLETE) == 0;
         cr->g_ip = group(cr->code, "ip");
         cr->g_host = group(cr->code, "host");
         cr->g_hostonly = group(cr->code, "hostonly");
@@ -523,6 +525,11 @@ int smban_classifier_new(const smban_options *o, smban_classifier **out,
         rc = SMBAN_ENOMEM;
         goto fail;
     }
+    /* a JIT stack of our own: without one, every JIT match sets up a fresh
+     * 32 KiB stack frame, which costs more than a short line's match */
+    c->jstack = pcre2_jit_stack_create(32 * 1024, 512 * 1024, NULL);
+    if (c->jstack)
+        pcre2_jit_stack_assign(c->mctx, NULL, c->jstack);
     /* a pathological line costs bounded time; hitting a limit is no match */
     pcre2_set_match_limit(c->mctx, 200000);
     pcre2_set_depth_limit(c->mctx, 5000);
@@ -542,6 +549,7 @@ void smban_classifier_free(smban_classifier *c)
         pcre2_code_free(c->rules[i].code);
     pcre2_match_data_free(c->md);
     pcre2_match_context_free(c->mctx);
+    pcre2_jit_stack_free(c->jstack);
     smban_table_free(c->sessions);
     smban_table_free(c->trusted);
     free(c);
@@ -697,7 +705,10 @@ static int run_rule(smban_classifier *c, size_t i, const char *s, size_t n, grou
         return 1;
     if (cr->fast)
         return cr->fast(s, n, g);
-    int rc = pcre2_match(cr->code, (PCRE2_SPTR)s, n, 0, 0, c->md, c->mctx);
+    /* pcre2_jit_match skips pcre2_match's checks, which cost more than
+     * the match itself on a short line */
+    int rc = cr->jit ? pcre2_jit_match(cr->code, (PCRE2_SPTR)s, n, 0, 0, c->md, c->mctx)
+                     : pcre2_match(cr->code, (PCRE2_SPTR)s, n, 0, 0, c->md, c->mctx);
     if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT)
         c->cnt.match_limit++;
     if (rc <= 0)
