@@ -642,23 +642,28 @@ static void set_ip(smban_event *ev, const char *p, size_t n)
     if (!memchr(buf, ':', n)) {
         /* dotted quad, as inet_pton takes it: 4 parts of 1-3 digits, no
          * leading zero, each <= 255 */
-        unsigned part = 0, digits = 0, parts = 0;
-        for (size_t i = 0; i <= n; i++) {
-            char ch = i < n ? buf[i] : '.';
-            if (ch >= '0' && ch <= '9') {
-                if (digits && part == 0)
-                    return;
-                part = part * 10 + (unsigned)(ch - '0');
-                if (++digits > 3 || part > 255)
-                    return;
-            } else if (ch == '.' && digits && parts < 4) {
-                ev->addr[parts++] = (uint8_t)part;
-                part = digits = 0;
-            } else {
+        const char *q = buf, *e = buf + n;
+        for (int part = 0; part < 4; part++) {
+            unsigned v, d;
+            if (part && (q >= e || *q++ != '.'))
                 return;
+            if (q >= e || (d = (unsigned)(*q - '0')) > 9)
+                return;
+            v = d;
+            q++;
+            if (v && q < e && (d = (unsigned)(*q - '0')) <= 9) {
+                v = v * 10 + d;
+                q++;
+                if (q < e && (d = (unsigned)(*q - '0')) <= 9) {
+                    v = v * 10 + d;
+                    q++;
+                }
             }
+            if (v > 255)
+                return;
+            ev->addr[part] = (uint8_t)v;
         }
-        if (parts != 4)
+        if (q != e)
             return;
         memset(ev->addr + 4, 0, 12);
         ev->family = 4;
@@ -689,10 +694,23 @@ static const char *memmem_(const char *h, size_t hn, const char *n, size_t nn)
  * a call to memcmp). */
 static inline int has_prefix(const char *s, const char *lit, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (s[i] != lit[i])
+    if (n < 8) {
+        for (size_t i = 0; i < n; i++)
+            if (s[i] != lit[i])
+                return 0;
+        return 1;
+    }
+    /* eight bytes at a time; the last (overlapping) word covers the tail */
+    uint64_t a, b;
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+        memcpy(&a, s + i, 8);
+        memcpy(&b, lit + i, 8);
+        if (a != b)
             return 0;
-    return 1;
+    }
+    memcpy(&a, s + n - 8, 8);
+    memcpy(&b, lit + n - 8, 8);
+    return a == b;
 }
 
 /* Run one rule's pattern (or its fast parser); 1 and g filled on a match. */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <arpa/inet.h>
 
 #include "../smban.h"
 
@@ -256,6 +257,37 @@ static void test_bounds(void)
     smban_classifier_free(NULL);
 }
 
+/* The classifier's IPv4 reader accepts exactly what inet_pton does. */
+static void test_ipv4_like_inet_pton(void)
+{
+    static const char *cases[] = {
+        "1.2.3.4", "0.0.0.0", "255.255.255.255", "256.1.1.1", "1.2.3", "1.2.3.4.5",
+        "01.2.3.4", "1.02.3.4", "1.2.3.004", "1..2.3", ".1.2.3", "1.2.3.", "999.1.1.1",
+        "1.2.3.4a", "10.0.0.1", "100.200.250.199", "1.2.3.-4", "1.2.3.+4", "", "1",
+        "12.34.56.789", "0.1.2.3", "00.1.2.3", "1.2.3.04", "192.0.2.255",
+    };
+    smban_classifier *c = make(0, 0);
+    char line[256], ip[48];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        smban_event ev;
+        unsigned char want[4];
+        int ok = inet_pton(AF_INET, cases[i], want) == 1;
+        snprintf(line, sizeof line,
+                 "Nov 17 00:00:00 h sendmail[%zu]: [%s]: possible SMTP attack: command=AUTH, count=5",
+                 i + 10, cases[i]);
+        int hit = classify(c, line, &ev);
+        if (!ok) {
+            CHECK(!hit || ev.family == 0);
+            if (hit && ev.family)
+                fprintf(stderr, "  accepted %s\n", cases[i]);
+        } else {
+            CHECK(hit && ev.family == 4 && memcmp(ev.addr, want, 4) == 0
+                  && strcmp(smban_event_ip(&ev, ip), cases[i]) == 0);
+        }
+    }
+    smban_classifier_free(c);
+}
+
 static void test_utf8(void)
 {
     CHECK(smban_utf8_valid((const unsigned char *)"plain", 5));
@@ -276,6 +308,7 @@ int main(void)
     test_pending_auth();
     test_bounds();
     test_utf8();
+    test_ipv4_like_inet_pton();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
