@@ -1,0 +1,115 @@
+"""smban-engine: puts smban's C classifier in charge of a fail2ban jail's
+filter.  Copy this file into fail2ban's action.d/ (make install does) and
+put it in a jail whose filter is smban's regex twin:
+
+    [smban]
+    filter = smban
+    action = smban-engine.py[mode="%(known/mode)s"]
+             smban-iptables.py[port="smtp,465,submission"]
+
+It bans nothing itself: when fail2ban constructs it, it replaces the jail
+filter's line processing with smban's session-aware classifier, which
+returns failures the way fail2ban's own filter does; the jail's other
+actions ban.  It attaches only when the running fail2ban is a version it
+was tested with (smban.engine.TESTED_VERSIONS: 1.0.2, Debian 12) and the
+jail's failregex list is exactly the generated twin's; otherwise it logs a
+warning saying why and the regex twin keeps working.
+
+Options (strings, as fail2ban passes them):
+    mode           normal (default): count the ban classes only;
+                   aggressive: also the suspects (did not issue with no TLS
+                   failure, lost input, unknown users, ...), never for an
+                   address that delivered accepted mail recently.
+                   "%(known/mode)s" takes the filter's mode
+                   (filter = smban[mode=aggressive]).
+    max_sessions   bound of the session table (default 100000)
+    session_idle   seconds after which a quiet session is forgotten (3600)
+    max_trusted    addresses remembered as legitimate senders (100000)
+    trust_seconds  how long a delivery keeps an address trusted (86400)
+
+`fail2ban-client reload` keeps it attached (reload and clearAllParams are
+implemented, so fail2ban keeps this instance); stop gives the filter its own
+processing back.
+
+This file must not be named smban.py: fail2ban 1.0 registers an action
+module in sys.modules under its file name, which would shadow the package.
+"""
+from fail2ban.server.actions import ActionBase
+
+from smban.engine import Engine
+
+_DEFAULTS = {"mode": "normal", "max_sessions": "", "session_idle": "",
+             "max_trusted": "", "trust_seconds": ""}
+_TYPES = {"max_sessions": int, "session_idle": float, "max_trusted": int,
+          "trust_seconds": float}
+
+
+def _parse(opts, warn):
+    o = dict(_DEFAULTS)
+    for k, v in opts.items():
+        if k not in o:
+            warn("smban-engine: unknown option %s=%r ignored", k, v)
+            continue
+        o[k] = str(v).strip()
+    mode = o.pop("mode") or "normal"
+    if mode not in ("normal", "aggressive"):
+        raise ValueError("smban-engine: mode must be normal or aggressive, not %r" % mode)
+    classifier = {}
+    for k, v in o.items():
+        if v:
+            try:
+                classifier[k] = _TYPES[k](v)
+            except ValueError:
+                raise ValueError("smban-engine: %s=%r is not a number" % (k, v)) from None
+    return mode, classifier
+
+
+class SmbanEngine(ActionBase):
+    """fail2ban action: smban's classifier replaces the jail's regexes."""
+
+    def __init__(self, jail, actname, **opts):
+        super().__init__(jail, actname)
+        mode, classifier = _parse(opts, self._logSys.warning)
+        flt = getattr(jail, "filter", None)
+        self._engine = Engine(flt, mode, **classifier)
+        self._attach("attached")
+
+    def _attach(self, verb):
+        why = self._engine.attach()
+        name = getattr(self._jail, "name", "?")
+        if why is None:
+            self._logSys.notice(
+                "[%s] smban-engine %s: smban's C classifier processes the jail's "
+                "lines (mode=%s)", name, verb, self._engine.mode)
+        else:
+            self._logSys.warning(
+                "[%s] smban-engine stands down, the regex filter stays in charge: %s",
+                name, why)
+
+    # the engine bans nothing itself; the jail's other actions do
+    def start(self):
+        pass
+
+    def ban(self, aInfo):
+        return True
+
+    def unban(self, aInfo):
+        return True
+
+    def stop(self):
+        """Give the filter its own line processing back."""
+        self._engine.detach()
+
+    def clearAllParams(self):
+        """Called by fail2ban before reload(); the options are replaced as a
+        whole by reload."""
+
+    def reload(self, **opts):
+        """After fail2ban-client reload: take the new options and check the
+        (possibly changed) filter again; attach or stand down accordingly."""
+        mode, classifier = _parse(opts, self._logSys.warning)
+        self._engine.set_mode(mode, **classifier)
+        self._attach("still attached")
+
+
+Action = SmbanEngine
