@@ -845,16 +845,19 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
     if (key_pid >= 0) {
         /* one log usually has one host and one program: reuse the hash */
         uint64_t k0;
+        /* no host is a NULL span: memcmp and memcpy take no NULL, even for
+         * 0 bytes (found by ext/fuzz/fuzz_line.c under UBSan) */
+        const char *host = f->host ? f->host : "";
         if (f->host_len == c->last_host_len && f->prog_len == c->last_prog_len
             && f->host_len + f->prog_len <= sizeof c->last_hp
-            && memcmp(c->last_hp, f->host, f->host_len) == 0
+            && memcmp(c->last_hp, host, f->host_len) == 0
             && memcmp(c->last_hp + f->host_len, f->prog, f->prog_len) == 0) {
             k0 = c->last_k0;
         } else {
-            k0 = smban_hash_bytes(f->host, f->host_len, 0)
+            k0 = smban_hash_bytes(host, f->host_len, 0)
                ^ smban_hash_bytes(f->prog, f->prog_len, 1) * 31;
             if (f->host_len + f->prog_len <= sizeof c->last_hp) {
-                memcpy(c->last_hp, f->host, f->host_len);
+                memcpy(c->last_hp, host, f->host_len);
                 memcpy(c->last_hp + f->host_len, f->prog, f->prog_len);
                 c->last_host_len = f->host_len;
                 c->last_prog_len = f->prog_len;

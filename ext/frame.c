@@ -334,7 +334,9 @@ static int rfc5424(const char *p, const char *end, smban_clock *clk,
         f->host = fields[0];
         f->host_len = lens[0];
     }
-    if (lens[1] == 1 && fields[1][0] == '-')
+    /* no APP-NAME ("-", or empty between two spaces) is no tag (an empty
+     * one was taken as a tag of length 0: found by ext/fuzz/fuzz_frame.c) */
+    if (lens[1] == 0 || (lens[1] == 1 && fields[1][0] == '-'))
         return SMBAN_EINVAL;
     f->prog = fields[1];
     f->prog_len = lens[1];
