@@ -264,8 +264,10 @@ static const char *token_end(const char *p, const char *end)
 /* "tag[pid]: " or "tag: " at p.  Returns the message start or NULL. */
 static const char *tag(const char *p, const char *end, smban_frame *f)
 {
+    /* bytes that end a program name: '[', ':', ' ' */
+    static const uint8_t stop[256] = {['['] = 1, [':'] = 1, [' '] = 1};
     const char *q = p;
-    while (q < end && *q != '[' && *q != ':' && *q != ' ')
+    while (q < end && !stop[(unsigned char)*q])
         q++;
     if (q == p || q >= end)
         return NULL;
@@ -274,9 +276,12 @@ static const char *tag(const char *p, const char *end, smban_frame *f)
     f->pid = -1;
     if (*q == '[') {
         long pid = 0;
-        const char *d = ++q;
-        while (q < end && is_digit((unsigned char)*q) && q - d < 10)
-            pid = pid * 10 + (*q++ - '0');
+        const char *d = ++q, *lim = end - d > 10 ? d + 10 : end;
+        unsigned v;
+        while (q < lim && (v = (unsigned)(*q - '0')) < 10) {
+            pid = pid * 10 + v;
+            q++;
+        }
         if (q == d || q >= end || *q != ']')
             return NULL;
         f->pid = pid;
