@@ -45,7 +45,7 @@ def fail2ban_version():
 
 
 def class_index():
-    """{class name: index of its first failregex in the twin}.
+    """{class name: [indexes of its failregexes in the twin]}.
 
     Classes the twin has no failregex for (the suspects that count in
     aggressive mode: null-session, user-unknown, ...) report index 0; the
@@ -56,7 +56,7 @@ def class_index():
     """
     out = {}
     for i, (name, _) in enumerate(twin_rules()):
-        out.setdefault(name, i)
+        out.setdefault(name, []).append(i)
     return out
 
 
@@ -244,7 +244,7 @@ class Engine:
             key, fid = "ip6", IPAddr(ip, IPAddr.FAM_IPv6)
         else:
             key, fid = "ip4", IPAddr(ip, IPAddr.FAM_IPv4)
-        idx = self.index.get(ev.name, 0)
+        idx = self._regex_index(ev.name, tuple_line)
         out = []
         for i in range(ev.failures):
             fail = {key: ip, "smban": ev.name,
@@ -253,6 +253,31 @@ class Engine:
                 fail["user"] = ev.user
             out.append([idx, fid, date, fail])
         return out
+
+    def _regex_index(self, name, tuple_line):
+        """The twin's failregex index for a failure of class name: its only
+        one, or (a class with several, like pregreeting) the first that
+        matches the line, as fail2ban's own filter would report."""
+        idx = self.index.get(name)
+        if not idx:
+            return 0
+        if len(idx) == 1:
+            return idx[0]
+        flt = self.filter
+        buf = "".join(tuple_line[::2])
+        pref = flt.prefRegex
+        if pref is not None:
+            pref.search(buf, [tuple_line])
+            if not pref.hasMatched():
+                return idx[0]
+            buf = pref.getGroups().get("content") or buf
+        regexes = flt._Filter__failRegex
+        for i in idx:
+            r = regexes[i]
+            r.search(buf, [("", "", buf)])
+            if r.hasMatched():
+                return i
+        return idx[0]
 
     def _file_date(self, line):
         """(tuple line, date or None, no date) of a file backend's line, as

@@ -1,0 +1,211 @@
+"""smban.engine.Engine on fail2ban's own Filter, loaded with the twin as a
+jail loads it (no server, no root): what the jail sees from processLine
+once the engine is attached, and when the engine refuses to attach.
+"""
+import logging
+import os
+import shutil
+import time
+
+import pytest
+
+import smban
+import smban.engine
+from conftest import all_samples, f2b_failures, load_f2b_filter
+from smban.filter import twin_rules
+
+AUTH_NO_RELAY = ("{t} old sendmail[{pid}]: 32E5lOxs{pid:06d}: AUTH failure (LOGIN): "
+                 "authentication failure (-13) SASL(-13): authentication failure: "
+                 "checkpass failed")
+DID_NOT_ISSUE = ("{t} old sendmail[{pid}]: 32E5lOxs{pid:06d}: [{ip}] did not issue "
+                 "MAIL/EXPN/VRFY/ETRN during connection to MTA")
+AUTH = ("{t} mx sendmail[{pid}]: 32E5m0xs{pid:06d}: AUTH failure (LOGIN): authentication "
+        "failure (-13) SASL(-13): authentication failure: checkpass failed, user=admin, "
+        "relay=[{ip}]")
+TLS_FAIL = ("{t} mx sendmail[{pid}]: STARTTLS=server, error: accept failed=-1, "
+            "reason=no shared cipher, SSL_error=1, errno=0, retry=-1, "
+            "relay=esa12.hc6077-55.iphmx.com [{ip}]")
+FALLBACK = ("{t} mx sendmail[{pid}]: 4AH5XXPf{pid:06d}: esa12.hc6077-55.iphmx.com [{ip}] "
+            "did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA")
+
+
+def stamp(t=None):
+    return time.strftime("%b %d %H:%M:%S", time.localtime(time.time() if t is None else t))
+
+
+@pytest.fixture
+def flt(f2b_confdir):
+    """A fresh fail2ban Filter holding the twin, with a jail's date checks."""
+    f = load_f2b_filter(f2b_confdir, "smban")
+    f.checkAllRegex = False
+    f.checkFindTime = True
+    f.setFindTime(600)
+    f.inOperation = True
+    return f
+
+
+def fails(results):
+    return [(idx, str(fid), fail["smban"]) for idx, fid, _, fail in results]
+
+
+def test_attaches_to_the_twin_and_detaches(flt):
+    e = smban.engine.Engine(flt)
+    assert e.why_not() is None
+    assert e.attach() is None and e.attached()
+    assert flt.processLine == e.process
+    e.detach()
+    assert not e.attached()
+    assert "processLine" not in flt.__dict__
+    # fail2ban's own path is back: it finds the twin's failure on its own
+    line = AUTH.format(t=stamp(), pid=1, ip="203.0.113.9")
+    assert [str(r[1]) for r in flt.processLine(line)] == ["203.0.113.9"]
+
+
+def test_attaching_twice_replaces_instead_of_wrapping(flt):
+    first = smban.engine.Engine(flt)
+    first.attach()
+    second = smban.engine.Engine(flt)
+    second.attach()
+    assert flt.processLine == second.process
+    first.detach()                    # not first's any more: left alone
+    assert flt.processLine == second.process
+    second.attach()                   # again: still one wrapper
+    line = AUTH.format(t=stamp(), pid=2, ip="203.0.113.10")
+    assert len(flt.processLine(line)) == 1
+    second.detach()
+    assert "processLine" not in flt.__dict__
+
+
+def test_stands_down_on_a_modified_filter(f2b_confdir, tmp_path):
+    d = tmp_path / "conf"
+    shutil.copytree(f2b_confdir, d)
+    conf = d / "filter.d" / "smban.conf"
+    text = conf.read_text()
+    conf.write_text(text.replace("failregex = ^AUTH", "failregex = ^extra <ADDR>$\n"
+                                 "            ^AUTH", 1))
+    f = load_f2b_filter(str(d), "smban")
+    assert len(f.getFailRegex()) == len(twin_rules()) + 1
+    e = smban.engine.Engine(f)
+    why = e.attach()
+    assert "not smban's unmodified regex twin" in why and not e.attached()
+    assert "processLine" not in f.__dict__
+
+    f2 = load_f2b_filter(f2b_confdir, "smban")
+    f2.setMaxLines(2)
+    assert "maxlines" in smban.engine.Engine(f2).attach()
+
+
+def test_stands_down_on_an_untested_fail2ban(flt, monkeypatch):
+    monkeypatch.setattr(smban.engine, "fail2ban_version", lambda: "1.1.0")
+    e = smban.engine.Engine(flt)
+    why = e.attach()
+    assert "fail2ban 1.1.0 is not a version smban-engine was tested with" in why
+    assert "processLine" not in flt.__dict__
+
+
+@pytest.mark.parametrize("mode", ["normal", "aggressive"])
+def test_the_story_never_fails_and_brute_force_does(flt, mode):
+    smban.engine.Engine(flt, mode).attach()
+    out = []
+    for i in range(10):
+        out += flt.processLine(TLS_FAIL.format(t=stamp(), pid=1000 + i, ip="192.0.2.99"))
+        out += flt.processLine(FALLBACK.format(t=stamp(), pid=1000 + i, ip="192.0.2.99"))
+    assert out == []
+    auth_idx = [n for n, _ in twin_rules()].index("auth-failure")
+    got = flt.processLine(AUTH.format(t=stamp(), pid=2000, ip="198.51.100.7"))
+    assert fails(got) == [(auth_idx, "198.51.100.7", "auth-failure")]
+    assert got[0][3]["user"] == "admin"
+    # a session without a TLS failure: suspect, counted in aggressive mode only
+    got = flt.processLine(DID_NOT_ISSUE.format(t=stamp(), pid=3000, ip="198.51.100.8"))
+    assert fails(got) == ([(0, "198.51.100.8", "null-session")] if mode == "aggressive" else [])
+
+
+def test_resolved_pending_failures_count_each(flt, f2b_confdir):
+    smban.engine.Engine(flt).attach()
+    twin = load_f2b_filter(f2b_confdir, "smban")
+    t = stamp()
+    lines = [AUTH_NO_RELAY.format(t=t, pid=29205)] * 3 + \
+        [DID_NOT_ISSUE.format(t=t, pid=29205, ip="46.148.40.163")]
+    got = [flt.processLine(line) for line in lines]
+    assert got[:3] == [[], [], []]
+    auth_idx = [n for n, _ in twin_rules()].index("auth-failure")
+    assert fails(got[3]) == [(auth_idx, "46.148.40.163", "auth-failure")] * 3
+    # the matched line is reported once
+    assert [len(r[3]["matches"]) for r in got[3]] == [1, 0, 0]
+    # the twin alone cannot see these at all
+    assert [f2b_failures(twin, line) for line in lines] == [[]] * 4
+
+
+def test_same_failregex_index_as_the_twin_on_every_fixture(f2b_confdir):
+    """Where the twin matches a fixture line and the engine counts it, both
+    report the same failregex index (fail2ban-regex's hit counts agree)."""
+    twin = load_f2b_filter(f2b_confdir, "smban")
+    eng = load_f2b_filter(f2b_confdir, "smban")
+    eng.checkAllRegex = False
+    smban.engine.Engine(eng).attach()
+    compared = 0
+    for s in all_samples():
+        want = {ip: idx for ip, idx in f2b_failures(twin, s.line)}
+        got = {str(r[1]): r[0] for r in eng.processLine(s.line)}
+        for ip, idx in got.items():
+            if ip in want:
+                assert idx == want[ip], s.id
+                compared += 1
+    assert compared >= 10
+
+
+def test_lines_older_than_findtime_are_ignored_while_catching_up(flt):
+    smban.engine.Engine(flt).attach()
+    flt.inOperation = False
+    old = AUTH.format(t=stamp(time.time() - 3600), pid=4000, ip="198.51.100.20")
+    assert flt.processLine(old) == []
+    recent = AUTH.format(t=stamp(time.time() - 60), pid=4001, ip="198.51.100.20")
+    got = flt.processLine(recent)
+    assert len(got) == 1 and abs(got[0][2] - (time.time() - 60)) < 3
+
+
+def test_an_odd_date_in_operation_counts_as_now(flt):
+    smban.engine.Engine(flt).attach()
+    old = AUTH.format(t=stamp(time.time() - 3600), pid=4100, ip="198.51.100.21")
+    got = flt.processLine(old)
+    assert len(got) == 1 and abs(got[0][2] - time.time()) < 3
+
+
+def test_ignoreregex_is_honoured(flt):
+    flt.addIgnoreRegex(r"user=admin")
+    smban.engine.Engine(flt).attach()
+    assert flt.processLine(AUTH.format(t=stamp(), pid=4200, ip="198.51.100.22")) == []
+    other = AUTH.format(t=stamp(), pid=4201, ip="198.51.100.23").replace("user=admin", "user=x")
+    assert len(flt.processLine(other)) == 1
+
+
+def test_systemd_lines_tuple_and_date(flt):
+    """The systemd backend's shape (fail2ban 1.0.2 filtersystemd.py,
+    formatJournalEntry): ('', isodate + ' ', 'host ident[pid]: message')
+    plus the journal's epoch, which is the failure's date."""
+    smban.engine.Engine(flt).attach()
+    when = time.time() - 5
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(when)) + ".123456"
+    msg = AUTH.format(t="", pid=4300, ip="2001:db8::7").lstrip()
+    got = flt.processLine(("", iso + " ", msg), when)
+    assert fails(got) == [(0, "2001:db8::7", "auth-failure")]
+    assert got[0][2] == when and "ip6" in got[0][3]
+    # no failure on a benign tuple
+    tls = TLS_FAIL.format(t="", pid=4301, ip="192.0.2.99").lstrip()
+    assert flt.processLine(("", iso + " ", tls), when) == []
+
+
+def test_an_error_in_the_engine_sends_the_line_to_the_regex_path(flt, caplog):
+    e = smban.engine.Engine(flt)
+    e.attach()
+
+    class Broken:
+        def classify(self, line):
+            raise RuntimeError("boom")
+    e.classifier = Broken()
+    with caplog.at_level(logging.ERROR, logger="fail2ban"):
+        got = flt.processLine(AUTH.format(t=stamp(), pid=4400, ip="198.51.100.30"))
+    # the twin found it: fail2ban's own result shape, with the twin's groups
+    assert [str(r[1]) for r in got] == ["198.51.100.30"] and "smban" not in got[0][3]
+    assert "boom" in caplog.text and "regex filter" in caplog.text
+    assert e.errors == 1 and e.attached()
