@@ -346,7 +346,10 @@ static int fast_envelope(const char *s, size_t n, groups *g)
             continue;
         d = x + 9;
         x = digits_end(d, e);
-        if (x == d)
+        /* the pattern goes on with ", " (the optional tail or ", relay="):
+         * when this occurrence is not followed by one, a later one may be,
+         * as the pattern's lazy .*? finds (found by ext/fuzz/fuzz_session.c) */
+        if (x == d || e - x < 2 || x[0] != ',' || x[1] != ' ')
             continue;
         nr = d;
         nr_end = x;

@@ -77,8 +77,12 @@ void smban_clock_init(smban_clock *clk, double ref)
 static double local_time(smban_clock *clk, int y, int mon, int mday, int hour,
                          int min, double sec)
 {
-    int key = y * 1000000 + mon * 10000 + mday * 100 + hour;
-    if (key != clk->key) {
+    /* the key fits an int for years 0-2147 only; a later year (a corrupt
+     * or forged stamp) is not cached (its key overflowed: found by
+     * ext/fuzz/fuzz_frame.c under UBSan) */
+    int cached = y >= 0 && y <= 2147;
+    int key = cached ? y * 1000000 + mon * 10000 + mday * 100 + hour : -1;
+    if (!cached || key != clk->key) {
         struct tm tm;
         memset(&tm, 0, sizeof tm);
         tm.tm_year = y - 1900;
@@ -89,6 +93,8 @@ static double local_time(smban_clock *clk, int y, int mon, int mday, int hour,
         time_t t = mktime(&tm);
         if (t == (time_t)-1)
             return smban_utc(y, mon, mday, hour, min, sec);
+        if (!cached)
+            return (double)t + min * 60.0 + sec;
         clk->key = key;
         clk->base = (double)t;
     }
