@@ -26,6 +26,7 @@ F2B_CONFIG = "/etc/fail2ban"
 REF_TIME = calendar.timegm((2024, 12, 31, 12, 0, 0))
 
 import smban  # noqa: E402  (after TZ is set)
+import smban.f2b  # noqa: E402
 
 
 def iso_to_epoch(text):
@@ -109,46 +110,13 @@ def f2b_confdir(tmp_path_factory):
 
 
 def load_f2b_filter(basedir, name, opts=None):
-    """fail2ban's own Filter loaded with filter.d/NAME.conf from basedir, as
-    fail2ban's sample tests load one."""
-    from fail2ban.client.filterreader import FilterReader
-    from fail2ban.server.filter import Filter
-
-    flt = Filter(None)
-    flt.returnRawHost = True
-    flt.checkAllRegex = True
-    flt.checkFindTime = False
-    flt.active = True
-    reader = FilterReader(name, "jail", dict(opts or {}), basedir=basedir, share_config={})
-    if not reader.read():
-        raise RuntimeError("fail2ban cannot read filter %s in %s" % (name, basedir))
-    reader.getOptions({})
-    for opt in reader.convert():
-        values = opt[3] if opt[0] == "multi-set" else [opt[3]]
-        for v in values:
-            if opt[2] == "prefregex":
-                flt.prefRegex = v
-            elif opt[2] == "addfailregex":
-                flt.addFailRegex(v)
-            elif opt[2] == "addignoreregex":
-                flt.addIgnoreRegex(v)
-            elif opt[2] == "maxlines":
-                flt.setMaxLines(v)
-            elif opt[2] == "datepattern":
-                flt.setDatePattern(v)
-    return flt
+    """fail2ban's own Filter loaded with filter.d/NAME.conf from basedir."""
+    return smban.f2b.load_filter(name, opts, basedir)
 
 
 def f2b_failures(flt, line):
-    """The (ip, failregex index) failures fail2ban's Filter finds on one line,
-    skipping pending and no-failure results as fail2ban's sample tests do."""
-    out = []
-    for res in flt.processLine(line) or ():
-        idx, fid, _date, fail = res[0], res[1], res[2], res[3]
-        if fail.get("mlfpending") or fail.get("nofail"):
-            continue
-        out.append((str(fid) if fid is not None else None, idx))
-    return out
+    """The (ip, failregex index) failures fail2ban's Filter finds on one line."""
+    return [(ip, idx) for ip, idx, _ in smban.f2b.failures(flt, line)]
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ class F2BFilter:
     """
 
     def __init__(self, spec, basedir=F2B_CONFIG):
-        FilterReader, Filter, extractOptions = _import_fail2ban()
+        extractOptions = _import_fail2ban()[2]
         self.spec = spec
         self._tmp = None
         try:
@@ -48,39 +48,7 @@ class F2BFilter:
             name, opts = os.path.splitext(os.path.basename(path))[0], {}
         elif not name:
             raise FilterError("%r: not a filter name like sendmail-reject[mode=extra]" % spec)
-        flt = Filter(None)
-        flt.returnRawHost = True
-        flt.checkAllRegex = True
-        flt.checkFindTime = False
-        flt.active = True
-        reader = FilterReader(name, "smban", dict(opts or {}), basedir=basedir,
-                              share_config={})
-        try:
-            ok = reader.read()
-        except Exception as exc:
-            raise FilterError("%s: %s" % (spec, exc)) from None
-        if not ok:
-            raise FilterError("%s: no filter.d/%s.conf in %s" % (spec, name, basedir))
-        try:
-            reader.getOptions({})
-            for opt in reader.convert():
-                values = opt[3] if opt[0] == "multi-set" else [opt[3]]
-                for v in values:
-                    if opt[2] == "prefregex":
-                        flt.prefRegex = v
-                    elif opt[2] == "addfailregex":
-                        flt.addFailRegex(v)
-                    elif opt[2] == "addignoreregex":
-                        flt.addIgnoreRegex(v)
-                    elif opt[2] == "maxlines":
-                        flt.setMaxLines(v)
-                    elif opt[2] == "datepattern":
-                        flt.setDatePattern(v)
-        except Exception as exc:
-            raise FilterError("%s: %s" % (spec, exc)) from None
-        if not flt.getFailRegex():
-            raise FilterError("%s: the filter has no failregex" % spec)
-        self.filter = flt
+        self.filter = load_filter(name, opts, basedir, spec)
 
     def _private_basedir(self, basedir, path):
         """A configuration directory holding common.conf and the filter."""
@@ -97,12 +65,51 @@ class F2BFilter:
         return self._tmp.name
 
     def failures(self, line):
-        """[(ip, failregex index)] fail2ban finds on one line (pending and
-        no-failure results skipped, as fail2ban's sample tests do)."""
-        out = []
-        for res in self.filter.processLine(line) or ():
-            fid, fail = res[1], res[3]
-            if fail.get("mlfpending") or fail.get("nofail") or fid is None:
-                continue
-            out.append((str(fid), res[0], res[2]))
-        return out
+        """[(ip, failregex index, time)] fail2ban finds on one line."""
+        return failures(self.filter, line)
+
+
+def load_filter(name, opts, basedir, label=None):
+    """fail2ban's own Filter for filter.d/NAME.conf under basedir, with
+    options, set up as fail2ban's sample tests set one up (every failregex
+    tried, no findtime cut).  FilterError names label (or name) and why."""
+    FilterReader, Filter, _ = _import_fail2ban()
+    label = label or name
+    flt = Filter(None)
+    flt.returnRawHost = True
+    flt.checkAllRegex = True
+    flt.checkFindTime = False
+    flt.active = True
+    reader = FilterReader(name, "smban", dict(opts or {}), basedir=basedir, share_config={})
+    try:
+        ok = reader.read()
+    except Exception as exc:
+        raise FilterError("%s: %s" % (label, exc)) from None
+    if not ok:
+        raise FilterError("%s: no filter.d/%s.conf in %s" % (label, name, basedir))
+    setters = {"prefregex": lambda v: setattr(flt, "prefRegex", v),
+               "addfailregex": flt.addFailRegex, "addignoreregex": flt.addIgnoreRegex,
+               "maxlines": flt.setMaxLines, "datepattern": flt.setDatePattern}
+    try:
+        reader.getOptions({})
+        for opt in reader.convert():
+            for v in (opt[3] if opt[0] == "multi-set" else [opt[3]]):
+                if opt[2] in setters:
+                    setters[opt[2]](v)
+    except Exception as exc:
+        raise FilterError("%s: %s" % (label, exc)) from None
+    if not flt.getFailRegex():
+        raise FilterError("%s: the filter has no failregex" % label)
+    return flt
+
+
+def failures(flt, line):
+    """[(ip, failregex index, time)] a fail2ban Filter finds on one line,
+    skipping pending and no-failure results as fail2ban's sample tests do."""
+    out = []
+    for res in flt.processLine(line) or ():
+        fid, fail = res[1], res[3]
+        if fail.get("mlfpending") or fail.get("nofail") or fid is None:
+            continue
+        out.append((str(fid), res[0], res[2]))
+    return out

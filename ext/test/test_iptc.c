@@ -12,18 +12,7 @@
 #include <string.h>
 
 #include "../iptc.h"
-
-static int passed, failed;
-
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (cond)                                                          \
-            passed++;                                                      \
-        else {                                                             \
-            failed++;                                                      \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-        }                                                                  \
-    } while (0)
+#include "check.h"
 
 /* text parses for family (with min_prefix) and formats back as want. */
 static void accepts(const char *text, int family, int min_prefix, const char *want)
