@@ -1,5 +1,6 @@
 """Glue to the installed fail2ban: load a filter the way fail2ban does, and
 run lines through fail2ban's own Filter (for comparisons and tests)."""
+import logging
 import os
 import shutil
 import tempfile
@@ -15,6 +16,12 @@ class FilterError(Exception):
 
 
 def _import_fail2ban():
+    # fail2ban reports through its "fail2ban" logger; with no handler set up,
+    # Python's last-resort handler would print its warnings to stderr beside
+    # our own message.  A program that sets up logging still sees them.
+    log = logging.getLogger("fail2ban")
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
     try:
         from fail2ban.client.filterreader import FilterReader
         from fail2ban.helpers import extractOptions
@@ -23,6 +30,13 @@ def _import_fail2ban():
         raise FilterError("fail2ban is not importable by this Python (%s); "
                           "install Debian's fail2ban package" % exc) from None
     return FilterReader, Filter, extractOptions
+
+
+def _first_line(exc):
+    """An exception's message on one line (configparser's span several and
+    name a temporary file)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class F2BFilter:
@@ -61,7 +75,10 @@ class F2BFilter:
                 src = os.path.join(basedir, "filter.d", inc)
             if os.path.isfile(src):
                 shutil.copy(src, os.path.join(fd, inc))
-        shutil.copy(path, os.path.join(fd, os.path.basename(path)))
+        # fail2ban reads filter.d/NAME.conf: a path not ending in .conf is
+        # copied to that name
+        name = os.path.splitext(os.path.basename(path))[0]
+        shutil.copy(path, os.path.join(fd, name + ".conf"))
         return self._tmp.name
 
     def failures(self, line):
@@ -84,7 +101,7 @@ def load_filter(name, opts, basedir, label=None):
     try:
         ok = reader.read()
     except Exception as exc:
-        raise FilterError("%s: %s" % (label, exc)) from None
+        raise FilterError("%s: %s" % (label, _first_line(exc))) from None
     if not ok:
         raise FilterError("%s: no filter.d/%s.conf in %s" % (label, name, basedir))
     setters = {"prefregex": lambda v: setattr(flt, "prefRegex", v),
@@ -97,7 +114,7 @@ def load_filter(name, opts, basedir, label=None):
                 if opt[2] in setters:
                     setters[opt[2]](v)
     except Exception as exc:
-        raise FilterError("%s: %s" % (label, exc)) from None
+        raise FilterError("%s: %s" % (label, _first_line(exc))) from None
     if not flt.getFailRegex():
         raise FilterError("%s: the filter has no failregex" % label)
     return flt
