@@ -1,0 +1,352 @@
+"""smban end to end: a real fail2ban-server with smban's filter and both
+actions, as jail.local would set them up, in a private network namespace.
+
+Two namespaces joined by a veth pair stand for the mail server (192.0.2.1,
+where fail2ban runs and a listener takes port 25) and an attacker
+(192.0.2.2).  Each test starts its own fail2ban-server with a private
+configuration directory, socket, pid file, database and xtables lock,
+writes sendmail lines to the jail's log, and looks at what an operator
+would: fail2ban-client status, fail2ban's log, iptables-legacy-save, and
+whether the attacker can still connect.
+
+The systemd backend cannot be driven here (no journald in the test
+environment); test_engine.py feeds the engine the tuples fail2ban's
+systemd backend produces instead.
+"""
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+import netns
+import smban
+from smban.filter import export_filter
+from test_iptables_action import Fail2ban
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ACTIONS = os.path.join(ROOT, "actions")
+PKG_PATH = os.path.dirname(os.path.dirname(os.path.abspath(smban.__file__)))
+F2B_CONFIG = "/etc/fail2ban"
+SERVER, ATTACKER = "192.0.2.1", "192.0.2.2"
+JAIL = "smban"
+
+pytestmark = [
+    pytest.mark.skipif(netns.why_unavailable() is not None,
+                       reason=str(netns.why_unavailable())),
+    pytest.mark.skipif(not shutil.which("fail2ban-client"), reason="fail2ban not installed"),
+    pytest.mark.skipif(not os.path.isfile(os.path.join(F2B_CONFIG, "filter.d", "common.conf")),
+                       reason="fail2ban's filter.d/common.conf not installed"),
+]
+
+
+# ---- sendmail lines, stamped now ----
+
+def stamp():
+    return time.strftime("%b %d %H:%M:%S")
+
+
+_pid = [40000]
+
+
+def newpid():
+    _pid[0] += 1
+    return _pid[0]
+
+
+def auth(ip, pid=None):
+    pid = pid or newpid()
+    return ("%s mx sendmail[%d]: 4ASB%08d: AUTH failure (LOGIN): authentication failure "
+            "(-13) SASL(-13): authentication failure: checkpass failed, user=info, "
+            "relay=[%s]" % (stamp(), pid, pid, ip))
+
+
+def old_auth(pid):
+    """sendmail before 8.14.4: no relay= on the AUTH failure."""
+    return ("%s mx sendmail[%d]: 4ASB%08d: AUTH failure (PLAIN): authentication failure "
+            "(-13) SASL(-13): authentication failure: checkpass failed" % (stamp(), pid, pid))
+
+
+def did_not_issue(ip, pid, host=""):
+    return ("%s mx sendmail[%d]: 4ASB%08d: %s[%s] did not issue MAIL/EXPN/VRFY/ETRN during "
+            "connection to MTA" % (stamp(), pid, pid, host + " " if host else "", ip))
+
+
+def story(ip, sessions):
+    """An IronPort-like MTA: STARTTLS fails (no shared cipher), it
+    disconnects, retries; then it delivers in clear text."""
+    host = "esa12.hc6077-55.iphmx.com"
+    lines = []
+    for _ in range(sessions):
+        pid = newpid()
+        lines.append("%s mx sendmail[%d]: STARTTLS=server, error: accept failed=-1, reason=no "
+                     "shared cipher, SSL_error=1, errno=0, retry=-1, relay=%s [%s]"
+                     % (stamp(), pid, host, ip))
+        lines.append(did_not_issue(ip, pid, host))
+    pid = newpid()
+    lines.append("%s mx sendmail[%d]: 4ASB%08d: from=<alerts@bank.example>, size=5120, "
+                 "class=0, nrcpts=1, msgid=<%d@bank.example>, proto=ESMTP, daemon=MTA, "
+                 "relay=%s [%s]" % (stamp(), pid, pid, pid, host, ip))
+    return lines
+
+
+# ---- the server ----
+
+class Server(Fail2ban):
+    def start(self, cmd="start"):
+        self.client(cmd)
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            if self.client("status", JAIL, check=False).returncode == 0:
+                return
+            time.sleep(0.2)
+        raise AssertionError("fail2ban did not start:\n" + self.log()[-3000:])
+
+    def write(self, *lines):
+        with open(os.path.join(self.dir, "mail.log"), "a") as f:
+            for line in lines:
+                f.write(line + "\n")
+
+    def status(self):
+        out = self.client("status", JAIL).stdout
+        total = int(re.search(r"Total failed:\s+(\d+)", out).group(1))
+        banned = re.search(r"Banned IP list:\s*(.*)", out).group(1).split()
+        return total, banned
+
+
+def write_config(d, mode="normal", bantime=600, filter_text=None):
+    for sub in ("action.d", "filter.d"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    for a in ("smban-engine.py", "smban-iptables.py"):
+        shutil.copy(os.path.join(ACTIONS, a), os.path.join(d, "action.d", a))
+    shutil.copy(os.path.join(F2B_CONFIG, "filter.d", "common.conf"),
+                os.path.join(d, "filter.d", "common.conf"))
+    with open(os.path.join(d, "filter.d", "smban.conf"), "w") as f:
+        f.write(filter_text if filter_text is not None else export_filter())
+    with open(os.path.join(d, "fail2ban.conf"), "w") as f:
+        f.write("[Definition]\nloglevel = INFO\nlogtarget = %(d)s/f2b.log\n"
+                "socket = %(d)s/f2b.sock\npidfile = %(d)s/f2b.pid\n"
+                "dbfile = %(d)s/f2b.sqlite3\ndbpurgeage = 1d\n"
+                "syslogsocket = auto\nallowipv6 = auto\n" % {"d": d})
+    with open(os.path.join(d, "jail.conf"), "w") as f:
+        f.write("[%s]\nenabled = true\nfilter = smban[mode=%s]\nbackend = polling\n"
+                "logpath = %s/mail.log\nmaxretry = 3\nfindtime = 600\nbantime = %d\n"
+                "usedns = no\n"
+                'action = smban-engine.py[mode="%%(known/mode)s"]\n'
+                '         smban-iptables.py[port="25,465,587", lockwait=5]\n'
+                % (JAIL, mode, d, bantime))
+    open(os.path.join(d, "mail.log"), "w").close()
+
+
+@pytest.fixture
+def hosts():
+    srv, cli = netns.two_hosts()
+    try:
+        yield srv, cli
+    finally:
+        srv.close()
+        cli.close()
+
+
+@pytest.fixture
+def f2b(tmp_path, hosts):
+    """start(mode=..., bantime=..., filter_text=...) -> a running Server in
+    the server namespace (the test's thread is moved there until the end)."""
+    srv, _ = hosts
+    d = str(tmp_path / "f2b")
+    env = dict(os.environ, XTABLES_LOCKFILE=str(tmp_path / "xtables.lock"),
+               PYTHONPATH=PKG_PATH)
+    started = []
+
+    def start(**kw):
+        write_config(d, **kw)
+        s = Server(d, env)
+        started.append(s)
+        s.start()
+        return s
+
+    with srv.entered():
+        try:
+            yield start
+        finally:
+            for s in started:
+                s.client("stop", check=False)
+                s.kill()
+
+
+@pytest.fixture
+def listener(hosts):
+    """A TCP listener on the server's port 25 (accepts and closes).  Ask
+    for it before f2b: it enters the server namespace from a new thread."""
+    srv, _ = hosts
+
+    def make():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((SERVER, 25))
+        s.listen(16)
+        s.settimeout(0.2)
+        return s
+    sock = srv.call(make)
+    done = threading.Event()
+
+    def serve():
+        while not done.is_set():
+            try:
+                c, _ = sock.accept()
+                c.close()
+            except OSError:
+                continue
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield
+    done.set()
+    t.join(2)
+    sock.close()
+
+
+def connect_from_attacker(hosts):
+    """'open', 'refused' or 'timeout': a TCP connection from the attacker's
+    namespace to the server's port 25."""
+    _, cli = hosts
+
+    def attempt():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(2)
+        try:
+            s.connect((SERVER, 25))
+            return "open"
+        except ConnectionRefusedError:
+            return "refused"
+        except socket.timeout:
+            return "timeout"
+        finally:
+            s.close()
+    return cli.call(attempt)
+
+
+def banned_in_iptables(ip):
+    return any(" -s %s/32 " % ip in l or " -s %s/128 " % ip in l
+               for l in netns.chain_rules("f2b-" + JAIL))
+
+
+def wait_banned(ip, timeout=5.0):
+    """Seconds until ip's rule appears in the jail's chain, or None."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if banned_in_iptables(ip):
+            return time.monotonic() - t0
+        time.sleep(0.05)
+    return None
+
+
+# ---- the scenarios ----
+
+@pytest.mark.parametrize("mode", ["normal", "aggressive"])
+def test_story_never_banned_brute_force_banned(listener, f2b, hosts, mode):
+    server = f2b(mode=mode)
+    assert "smban-engine attached" in server.log() and "mode=%s" % mode in server.log()
+    assert connect_from_attacker(hosts) == "open"
+
+    # the story, far beyond maxretry, then a clear-text delivery
+    server.write(*story("192.0.2.99", sessions=8))
+    # sessions without a TLS failure: suspect, counted in aggressive mode only
+    server.write(*[did_not_issue("198.51.100.50", newpid()) for _ in range(4)])
+    # brute force from the attacker host
+    server.write(*[auth(ATTACKER) for _ in range(4)])
+    took = wait_banned(ATTACKER, timeout=5.0)
+    assert took is not None, server.log()[-3000:]
+    assert took <= 2.0, "banned %.2f s after the last line" % took
+    print("banned %.2f s after the last line" % took)
+
+    rule = "-A f2b-smban -s %s/32 -j REJECT --reject-with icmp-port-unreachable" % ATTACKER
+    assert rule in netns.save()
+    assert connect_from_attacker(hosts) == "refused"
+
+    if mode == "aggressive":
+        assert server.wait_log("Ban 198.51.100.50", timeout=5), server.log()[-3000:]
+    time.sleep(0.5)
+    total, banned = server.status()
+    assert "192.0.2.99" not in banned and not banned_in_iptables("192.0.2.99")
+    assert "Found 192.0.2.99" not in server.log()
+    if mode == "normal":
+        assert banned == [ATTACKER] and total == 4
+    else:
+        assert sorted(banned) == sorted([ATTACKER, "198.51.100.50"]) and total == 8
+    assert " ERROR " not in server.log(), server.log()[-3000:]
+
+
+def test_old_sendmail_auth_failures_banned_only_by_the_engine(f2b):
+    """sendmail before 8.14.4 logs AUTH failures without relay=: only the
+    session's later "did not issue" line names the client."""
+    server = f2b()
+    lines = []
+    for _ in range(2):
+        pid = newpid()
+        lines += [old_auth(pid), old_auth(pid), did_not_issue(ATTACKER, pid)]
+    server.write(*lines)
+    assert wait_banned(ATTACKER, timeout=5.0) is not None, server.log()[-3000:]
+    total, banned = server.status()
+    # each resolved session counts both of its AUTH failures
+    assert banned == [ATTACKER] and total == 4
+
+
+def test_modified_filter_engine_stands_down_twin_still_bans(f2b):
+    text = export_filter().replace("failregex = ^AUTH",
+                                   "failregex = ^local rule <ADDR>$\n            ^AUTH", 1)
+    server = f2b(filter_text=text)
+    log = server.log()
+    assert "smban-engine stands down" in log
+    assert "not smban's unmodified regex twin: 13 failregex, the twin has 12" in log
+    assert "smban-engine attached" not in log
+
+    pid = newpid()
+    server.write(old_auth(pid), old_auth(pid), old_auth(pid), did_not_issue("192.0.2.77", pid))
+    server.write(*[auth(ATTACKER) for _ in range(3)])
+    assert wait_banned(ATTACKER, timeout=5.0) is not None, server.log()[-3000:]
+    time.sleep(0.5)
+    total, banned = server.status()
+    # the twin banned the brute forcer; the old sendmail's client is out of its reach
+    assert banned == [ATTACKER] and total == 3
+
+
+def test_unban_after_bantime_reload_keeps_restart_restores(f2b):
+    server = f2b(bantime=20)
+    server.write(*[auth(ATTACKER) for _ in range(3)])
+    assert wait_banned(ATTACKER) is not None, server.log()[-3000:]
+    banned_at = time.monotonic()
+
+    # reload: the ban stays, the engine stays attached (once)
+    server.client("reload")
+    assert server.wait_log("Jail 'smban' reloaded")
+    assert "smban-engine still attached" in server.log()
+    assert banned_in_iptables(ATTACKER) and server.status()[1] == [ATTACKER]
+    pid = newpid()
+    server.write(old_auth(pid), old_auth(pid), old_auth(pid), did_not_issue("198.51.100.60", pid))
+    assert wait_banned("198.51.100.60") is not None, server.log()[-3000:]
+    assert server.status()[0] == 6            # 3 + 3: one engine, one count per failure
+
+    # restart: fail2ban restores its bans from the database; the iptables
+    # action applies them in one commit
+    server.client("restart")
+    server.start(cmd="ping")
+    end = time.monotonic() + 10
+    while time.monotonic() < end and not (banned_in_iptables(ATTACKER)
+                                          and banned_in_iptables("198.51.100.60")):
+        time.sleep(0.1)
+    assert banned_in_iptables(ATTACKER) and banned_in_iptables("198.51.100.60")
+    assert "restored ban(s) applied in one commit" in server.log()
+    assert server.log().count("smban-engine attached") == 2
+
+    # unban once bantime is over
+    left = banned_at + 20 - time.monotonic()
+    assert left > 0, "the restart took longer than the bantime"
+    end = time.monotonic() + left + 5
+    while time.monotonic() < end and banned_in_iptables(ATTACKER):
+        time.sleep(0.2)
+    assert not banned_in_iptables(ATTACKER)
+    assert "Unban %s" % ATTACKER in server.log()
+    assert ATTACKER not in server.status()[1]
