@@ -139,6 +139,7 @@ def pieces(paths, progress, size=CHUNK):
             yield path, data
             progress.show(before + min(pos, total))
         before += total
+        progress.show(before, force=True)
 
 
 # ---- smban's replay -------------------------------------------------------
