@@ -10,7 +10,7 @@ SHELL := /bin/bash
 # Everything the project needs to build, test and benchmark, from Debian's archive.
 DEB_PKGS := build-essential pkg-config python3 python3-dev python3-setuptools \
             python3-pytest python3-hypothesis fail2ban libpcre2-dev libiptc-dev \
-            iptables iproute2 gcc
+            iptables iproute2 gcc clang-14 libclang-rt-14-dev valgrind
 
 # Build and test against the interpreter fail2ban runs on (the #! line of
 # fail2ban-server), never whatever python3 comes first on PATH.
@@ -94,3 +94,79 @@ asan-iptc:
 	build/asan-iptc/test_iptc
 ctest: ctest-iptc
 asan: asan-iptc
+
+# ---- hardening: libFuzzer harnesses, valgrind, the cost of one line ----
+#   make fuzz [FUZZ_SECONDS=N]  replay ext/fuzz/regress, then run each harness N s
+#   make valgrind               the C unit tests and a classification run under memcheck
+#   make worst-line             the slowest lines of the fixtures and of the fuzz corpus
+FUZZ_CC ?= clang-14
+FUZZ_SECONDS ?= 60
+FUZZERS := frame line session table addr
+FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -g -O1 -fno-omit-frame-pointer \
+               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+               $(shell pkg-config --cflags libpcre2-8 2>/dev/null)
+FUZZ_OPTS = -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 \
+            -dict=ext/fuzz/sendmail.dict -print_final_stats=1
+.PHONY: fuzz valgrind worst-line
+build/fuzz/fuzz_%: ext/fuzz/fuzz_%.c ext/fuzz/fuzz_event.h $(CORE_SRC) ext/smban.h ext/rules.def
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(CORE_SRC) $(CORE_LIBS)
+# iptc.c keeps variable-sized rule buffers inside a struct: a GNU C extension clang names
+build/fuzz/fuzz_addr: ext/fuzz/fuzz_addr.c ext/iptc.c ext/iptc.h ext/smban.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Wno-gnu-variable-sized-type-not-at-end -o $@ $< ext/iptc.c $(IPTC_LIBS)
+fuzz: deps $(FUZZERS:%=build/fuzz/fuzz_%)
+	rm -rf build/fuzz/seeds && $(PY) ext/fuzz/seeds.py build/fuzz/seeds pytests/fixtures/*.log
+	@set -e; export TZ=UTC; for h in $(FUZZERS); do \
+	    mkdir -p build/fuzz/corpus/$$h build/fuzz/crashes; \
+	    if [ -d ext/fuzz/regress/$$h ]; then \
+	        build/fuzz/fuzz_$$h ext/fuzz/regress/$$h/* > build/fuzz/$$h.regress.log 2>&1 \
+	        || { tail -30 build/fuzz/$$h.regress.log; echo "fuzz_$$h: a regression input fails again"; exit 1; }; fi; \
+	    max=4096; [ $$h != session ] || max=16384; \
+	    echo "fuzz_$$h: $(FUZZ_SECONDS) s"; \
+	    build/fuzz/fuzz_$$h $(FUZZ_OPTS) -max_len=$$max -artifact_prefix=build/fuzz/crashes/$$h- \
+	        build/fuzz/corpus/$$h build/fuzz/seeds/$$h > build/fuzz/$$h.log 2>&1 \
+	    || { tail -40 build/fuzz/$$h.log; echo "fuzz_$$h: FAILED, the input is in build/fuzz/crashes/"; exit 1; }; \
+	done; \
+	printf '%-14s %14s %10s %9s %8s %8s\n' harness executions execs/s "peak MiB" corpus crashes; \
+	for h in $(FUZZERS); do \
+	    printf '%-14s %14s %10s %9s %8s %8s\n' fuzz_$$h \
+	        $$(sed -n 's/^stat::number_of_executed_units: *//p' build/fuzz/$$h.log) \
+	        $$(sed -n 's/^stat::average_exec_per_sec: *//p' build/fuzz/$$h.log) \
+	        $$(sed -n 's/^stat::peak_rss_mb: *//p' build/fuzz/$$h.log) \
+	        $$(ls build/fuzz/corpus/$$h | wc -l) 0; \
+	done
+
+build/worst_line: bench/worst_line.c $(CORE_SRC) ext/smban.h ext/rules.def
+	@mkdir -p build
+	$(CC) $(CORE_CFLAGS) -o $@ bench/worst_line.c $(CORE_SRC) $(CORE_LIBS)
+worst-line: build/worst_line
+	TZ=UTC build/worst_line -p -t 5 pytests/fixtures/*.log
+	if [ -d build/fuzz/corpus/line ]; then TZ=UTC build/worst_line -t 3 build/fuzz/corpus/line; fi
+
+VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all
+valgrind: deps build/test_core build/test_iptc build/worst_line
+	TZ=UTC $(VALGRIND) build/test_core
+	$(VALGRIND) build/test_iptc
+	TZ=UTC $(VALGRIND) build/worst_line -r 1 -p pytests/fixtures/*.log
+
+# ---- install into the fail2ban on this machine (make install, make uninstall) ----
+#   make install [PREFIX=/usr/local] [FAIL2BAN_DIR=/etc/fail2ban] [DESTDIR=stage]
+# builds for fail2ban-server's interpreter (PY above) when the build is stale,
+# puts the smban package where that interpreter imports it, the filter in
+# filter.d/ and both actions in action.d/ (never jail.conf, jail.local or
+# jail.d/), keeps a manifest, and prints the jail.local snippet;
+# make uninstall removes exactly what the manifest lists.  tools/install.py
+# says why each place, and checks the prerequisites first.
+PREFIX ?= /usr/local
+FAIL2BAN_DIR ?= /etc/fail2ban
+INSTALL_ARGS = --destdir "$(DESTDIR)" --prefix "$(PREFIX)" --fail2ban-dir "$(FAIL2BAN_DIR)"
+CORE_SO = smban/_core$(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+.PHONY: install uninstall
+install:
+	@$(PY) tools/install.py check $(INSTALL_ARGS)
+	@if [ ! -f $(CORE_SO) ] || [ -n "$$(find ext setup.py -type f -newer $(CORE_SO) -print -quit)" ]; then \
+	    $(MAKE) --no-print-directory build; fi
+	@$(PY) tools/install.py install $(INSTALL_ARGS)
+uninstall:
+	@$(PY) tools/install.py uninstall $(INSTALL_ARGS)

@@ -825,7 +825,9 @@ static uint16_t sat_inc(uint16_t v, int by)
 static long span_long(smban_span s)
 {
     long v = 0;
-    if (!s.p || !s.n)
+    /* more than 18 digits could overflow a long: not a number we use
+     * (a SASL code or nrcpts; found by ext/fuzz/fuzz_line.c under UBSan) */
+    if (!s.p || !s.n || s.n > 18)
         return -1;
     for (size_t i = 0; i < s.n; i++) {
         if (s.p[i] < '0' || s.p[i] > '9')
