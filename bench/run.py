@@ -141,6 +141,13 @@ def main():
             sys.stdout.flush()
             subprocess.run([PY, ipt], cwd=ROOT, env=env, check=True)
 
+    aud = os.path.join(HERE, "audit_bench.py")
+    if os.path.exists(aud):
+        print()
+        sys.stdout.flush()
+        subprocess.run([PY, aud, log, "--repeat", str(args.repeat)], cwd=ROOT, env=env,
+                       check=True)
+
 
 if __name__ == "__main__":
     main()
