@@ -519,6 +519,13 @@ def _clean(text):
     return "".join(ch if ch.isprintable() else "?" for ch in str(text))
 
 
+def _short(host, width=40):
+    """A host name for a table column: long PTR names cut in the middle."""
+    if not host:
+        return "-"
+    return host if len(host) <= width else host[:width // 2 - 2] + "..." + host[-(width // 2 - 1):]
+
+
 def _when(stamp):
     return stamp[:19].replace("T", " ") if stamp else "-"
 
@@ -606,12 +613,13 @@ def render(r, limit=0):
             after = str(t["delivered_after"])
             if t["delivered_after"]:
                 after += " (%d in clear text)" % t["clear_text"]
-            rows.append((t["ip"], t["host"] or "-", t["failures"], _counts(t["reasons"]),
+            rows.append((t["ip"], _short(t["host"]), t["failures"], _counts(t["reasons"]),
                          t["fallbacks"], after, "BANNED" if t["banned"] else "spared"))
         w.append(table(("client", "host", "failures", "reasons", "fallbacks",
                         "delivered after", "smban"), rows, right=(2, 4), limit=limit))
-        w.append("  A peer whose handshake fails and which then delivers in clear text is a\n"
-                 "  legitimate MTA with an old TLS stack (RFC 3207 fallback): never ban it.\n")
+        if any(t["clear_text"] for t in r["tls"]):
+            w.append("  A peer whose handshake fails and which then delivers in clear text is a\n"
+                     "  legitimate MTA with an old TLS stack (RFC 3207 fallback): never ban it.\n")
     else:
         w.append("  none\n")
     if r["tls_unattributed"]:
@@ -648,7 +656,10 @@ def render(r, limit=0):
                                 for x in c["only_ours"]], right=(1,), indent=4, limit=limit))
 
     w.append("\nLines by class\n")
-    w.append(table(("class", "kind", "lines"),
-                   [(k, smban_kind(k) or "-", v) for k, v in r["classes"].items()],
-                   right=(2,)))
+    if r["classes"]:
+        w.append(table(("class", "kind", "lines"),
+                       [(k, smban_kind(k) or "-", v) for k, v in r["classes"].items()],
+                       right=(2,)))
+    else:
+        w.append("  no sendmail line recognised\n")
     return "".join(w)
