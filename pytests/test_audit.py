@@ -213,6 +213,13 @@ def test_rotated_gzip_and_plain_in_order(capsys, tmp_path):
     split = audit_json(capsys, str(old), str(new))
     for key in ("lines", "classes", "banned", "spared", "tls"):
         assert split[key] == whole[key], key
+    assert split["warnings"] == []
+    # newest first, as a shell glob gives them: the report says so
+    r = audit_json(capsys, str(new), str(old))
+    assert len(r["warnings"]) == 1
+    assert "maillog.1.gz starts" in r["warnings"][0] and "oldest first" in r["warnings"][0]
+    rc, out, _ = audit(capsys, str(new), str(old))
+    assert rc == 0 and out.splitlines()[2].startswith("warning: ") and "oldest first" in out
 
 
 def test_undecodable_and_skipped_lines_are_counted(capsys, tmp_path):

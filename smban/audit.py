@@ -187,10 +187,14 @@ class Audit:
         self.ban_at = {}
         self._tls_pids = {}        # pid -> ip: a TLS session of a peer whose TLS once failed
         self._t = None
+        self.first_time = None     # of the first event with a time since reset
 
     def feed(self, data, first_line):
         """Classify one buffer of whole lines; return its number of lines."""
         res = self.classifier.classify_buffer(data, first_line, events=True)
+        if self.first_time is None:
+            self.first_time = next((ev.time for _, ev in res["events"]
+                                    if ev.time is not None), None)
         for name, n in res["classes"].items():
             self.classes[name] = self.classes.get(name, 0) + n
         self.lines += res["lines"]
@@ -351,6 +355,19 @@ def _offset(t):
     return off[:3] + ":" + off[3:] if len(off) == 5 else off
 
 
+def order_warnings(span):
+    """Files whose lines start well before the previous file's end: given
+    newest first (a shell glob puts maillog before maillog.1), the counting
+    sees time run backwards."""
+    out = []
+    for (prev, _, prev_last), (path, first, _) in zip(span, span[1:]):
+        if first is not None and prev_last is not None and first < prev_last - 3600:
+            out.append("%s starts %s, before %s ends (%s): give the files oldest first, "
+                       "e.g. $(ls -tr /var/log/maillog*)"
+                       % (path, _when(iso(first)), prev, _when(iso(prev_last))))
+    return out
+
+
 # ---- fail2ban's own filters -----------------------------------------------
 
 def load_filters(specs):
@@ -476,8 +493,15 @@ def audit(args, filters, progress):
     gc.disable()      # a buffer's events are many small objects, none cyclic
     try:
         line = {}
+        span = []              # [path, first time, last time] per file, in order
         for path, data in pieces(args.files, progress):
+            if not span or span[-1][0] != path:
+                span.append([path, None, None])
             line[path] = line.get(path, 1) + a.feed(data, line.get(path, 1))
+            if span[-1][1] is None:
+                span[-1][1] = a.first_time
+            span[-1][2] = a._t
+            a.first_time = None
     finally:
         if was:
             gc.enable()
@@ -497,6 +521,7 @@ def audit(args, filters, progress):
         "tls_unattributed": a.tls_unattributed,
         "compare": {},
         "compare_seconds": {},
+        "warnings": order_warnings(span),
     }
     report["seconds"] = round(time.perf_counter() - t0, 3)
     for flt in filters:
@@ -577,6 +602,8 @@ def render(r, limit=0):
                      % (r["skipped"]["long"] + r["skipped"]["nul"]))
     if notes:
         w.append("lines: " + "; ".join(notes) + "\n")
+    for text in r["warnings"]:
+        w.append("warning: %s\n" % _clean(text))
 
     w.append("\nWould be banned (%d)\n" % len(r["banned"]))
     if r["banned"]:
