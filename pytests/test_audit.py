@@ -336,3 +336,32 @@ def test_a_filter_that_cannot_be_loaded_is_an_error(tmp_path):
         lines = r.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith("smban: --compare: "), r.stderr
         assert why in lines[0], r.stderr
+
+
+def test_delivery_after_a_tls_failure_over_tls_is_not_clear_text(capsys, tmp_path):
+    """A peer whose handshake failed once and which later delivered over TLS:
+    delivered after, but not in clear text; its fallback and delivery from
+    another pid than the failed session."""
+    peer = "mx.partner.example [192.0.2.77]"
+    p = tmp_path / "maillog"
+    p.write_text("\n".join([
+        "Nov 17 02:00:00 mx1 sm-mta[500]: STARTTLS=server, error: accept failed=-1, "
+        "reason=sslv3 alert handshake failure, SSL_error=1, errno=0, retry=-1, relay=" + peer,
+        "Nov 17 02:00:00 mx1 sm-mta[500]: 4AH6a0Aa000500: %s did not issue "
+        "MAIL/EXPN/VRFY/ETRN during connection to MTA" % peer,
+        "Nov 17 02:01:00 mx1 sm-mta[510]: STARTTLS=server, relay=%s, version=TLSv1.2, "
+        "verify=NO, cipher=ECDHE-RSA-AES256-GCM-SHA384, bits=256/256" % peer,
+        "Nov 17 02:01:01 mx1 sm-mta[510]: 4AH6b1Aa000510: from=<a@partner.example>, size=10, "
+        "class=0, nrcpts=1, msgid=<1@partner.example>, proto=ESMTPS, daemon=MTA, relay=" + peer,
+        "Nov 17 02:02:00 mx1 sm-mta[520]: 4AH6c0Aa000520: from=<b@partner.example>, size=10, "
+        "class=0, nrcpts=1, msgid=<2@partner.example>, proto=ESMTP, daemon=MTA, relay=" + peer,
+        "Nov 17 02:03:00 mx1 sm-mta[530]: 4AH6d0Aa000530: from=<c@partner.example>, size=10, "
+        "class=0, nrcpts=0, msgid=<3@partner.example>, proto=ESMTP, daemon=MTA, relay=" + peer,
+    ]) + "\n")
+    r = audit_json(capsys, str(p))
+    (t,) = r["tls"]
+    assert t["ip"] == "192.0.2.77" and t["host"] == "mx.partner.example"
+    assert t["reasons"] == {"sslv3 alert handshake failure": 1}
+    # nrcpts=0 accepted nothing
+    assert (t["failures"], t["fallbacks"], t["delivered_after"], t["clear_text"]) == (1, 1, 2, 1)
+    assert r["banned"] == [] and [s["ip"] for s in r["spared"]] == ["192.0.2.77"]
