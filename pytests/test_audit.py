@@ -320,6 +320,8 @@ def test_errors_are_clear_and_print_nothing_else(tmp_path):
     assert r.returncode == 2 and r.stdout == "" and "--maxretry" in r.stderr
     r = smban_cmd("audit", "--findtime", "0", LOG)
     assert r.returncode == 2 and r.stdout == "" and "--findtime" in r.stderr
+    r = smban_cmd("audit", "--rows", "-1", LOG)
+    assert r.returncode == 2 and r.stdout == "" and "--rows" in r.stderr
 
 
 def test_a_filter_that_cannot_be_loaded_is_an_error(tmp_path):

@@ -463,6 +463,8 @@ def run(args):
         raise UsageError("--maxretry must be at least 1")
     if not args.findtime > 0:
         raise UsageError("--findtime must be more than 0 seconds")
+    if args.rows < 0:
+        raise UsageError("--rows must be 0 (all) or more")
     try:
         check_readable(args.files)
     except LogError as exc:
