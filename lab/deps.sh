@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# make lab-deps: install the lab's Debian packages (a sendmail that never runs
+# as the machine's mail server, Cyrus SASL tools, OpenSSL, m4).
+#
+# Refuses when another mail transport agent is installed: sendmail-bin
+# conflicts with every package providing mail-transport-agent, so apt would
+# remove the machine's MTA.  Keeps the package from starting a system
+# sendmail (policy-rc.d during the install) and checks that none runs after.
+set -euo pipefail
+
+PKGS="sendmail-bin sendmail-cf sasl2-bin libsasl2-modules openssl m4 iproute2 util-linux"
+
+missing=
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+    exit 0
+fi
+
+# Another MTA installed?  Anything but sendmail providing mail-transport-agent,
+# or one of the usual names (some provide it only virtually).
+others=$(dpkg-query -W -f='${Package}\t${Status}\t${Provides}\n' 2>/dev/null |
+    awk -F'\t' '$2 ~ /ok installed/ && ($3 ~ /mail-transport-agent/ ||
+        $1 ~ /^(postfix|exim4|exim4-daemon-.*|opensmtpd|nullmailer|dma|msmtp-mta|ssmtp|courier-mta|masqmail|esmtp-run|citadel-mta|xmail)$/) &&
+        $1 !~ /^sendmail/ {print $1}' | sort -u | tr '\n' ' ')
+if [ -n "$others" ]; then
+    echo "make lab-deps: refusing: another mail transport agent is installed ($others)" >&2
+    echo "  installing sendmail-bin would remove it; the lab tests skip without sendmail." >&2
+    exit 1
+fi
+
+if [ "$(id -u)" != 0 ]; then
+    echo "make lab-deps: missing Debian packages:$missing - run 'make lab-deps' as root" >&2
+    exit 1
+fi
+
+echo "make lab-deps: installing$missing (no system sendmail will be started)"
+guard=
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    guard=1
+fi
+rc=0
+(
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends $missing >/dev/null
+) || rc=$?
+[ -z "$guard" ] || rm -f /usr/sbin/policy-rc.d
+
+# Debian's postinst may have started a daemon anyway (no policy-rc.d honoured,
+# or sendmailconfig): stop it, and keep it from starting at boot.
+if command -v update-rc.d >/dev/null && [ -e /etc/init.d/sendmail ]; then
+    update-rc.d sendmail disable >/dev/null 2>&1 || true
+fi
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now sendmail.service >/dev/null 2>&1 || true
+fi
+for pidfile in /run/sendmail/mta/sendmail.pid /run/sendmail/msp/sendmail.pid; do
+    if [ -s "$pidfile" ]; then
+        pid=$(head -n1 "$pidfile")
+        if [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = sendmail ]; then
+            echo "make lab-deps: stopping the sendmail the package started (pid $pid)"
+            kill "$pid" 2>/dev/null || true
+        fi
+    fi
+done
+exit $rc
