@@ -69,7 +69,9 @@ def register(sub):
                    help="one JSON object instead of the report")
     p.add_argument("--rows", type=int, default=25, metavar="N",
                    help="rows per table of the report (default 25; 0: all)")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="sendmail logs, plain or gzip, oldest first "
+                        "(e.g. $(ls -tr /var/log/mail.log*))")
     p.set_defaults(func=run)
 
 
