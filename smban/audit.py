@@ -365,7 +365,7 @@ def order_warnings(span):
     for (prev, _, prev_last), (path, first, _) in zip(span, span[1:]):
         if first is not None and prev_last is not None and first < prev_last - 3600:
             out.append("%s starts %s, before %s ends (%s): give the files oldest first, "
-                       "e.g. $(ls -tr /var/log/maillog*)"
+                       "e.g. $(ls -tr /var/log/mail.log*)"
                        % (path, _when(iso(first)), prev, _when(iso(prev_last))))
     return out
 
