@@ -23,7 +23,7 @@ fi
 others=$(dpkg-query -W -f='${Package}\t${Status}\t${Provides}\n' 2>/dev/null |
     awk -F'\t' '$2 ~ /ok installed/ && ($3 ~ /mail-transport-agent/ ||
         $1 ~ /^(postfix|exim4|exim4-daemon-.*|opensmtpd|nullmailer|dma|msmtp-mta|ssmtp|courier-mta|masqmail|esmtp-run|citadel-mta|xmail)$/) &&
-        $1 !~ /^sendmail/ {print $1}' | sort -u | tr '\n' ' ')
+        $1 !~ /^sendmail/ {print $1}' | sort -u | paste -sd ' ' -)
 if [ -n "$others" ]; then
     echo "make lab-deps: refusing: another mail transport agent is installed ($others)" >&2
     echo "  installing sendmail-bin would remove it; the lab tests skip without sendmail." >&2
@@ -58,13 +58,17 @@ fi
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
     systemctl disable --now sendmail.service >/dev/null 2>&1 || true
 fi
-for pidfile in /run/sendmail/mta/sendmail.pid /run/sendmail/msp/sendmail.pid; do
-    if [ -s "$pidfile" ]; then
-        pid=$(head -n1 "$pidfile")
-        if [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = sendmail ]; then
-            echo "make lab-deps: stopping the sendmail the package started (pid $pid)"
-            kill "$pid" 2>/dev/null || true
-        fi
-    fi
+# Any sendmail process in this machine's own network namespace now was started
+# by the package (we installed sendmail just now, so the machine had none);
+# the lab's sendmail always runs in a namespace of its own.
+host_net=$(stat -L -c %i /proc/self/ns/net)
+for d in /proc/[0-9]*; do
+    case "$(cat "$d/comm" 2>/dev/null)" in
+        sendmail*|sm-mta*) ;;
+        *) continue ;;
+    esac
+    [ "$(stat -L -c %i "$d/ns/net" 2>/dev/null)" = "$host_net" ] || continue
+    echo "make lab-deps: stopping the sendmail the package started (pid ${d#/proc/})"
+    kill "${d#/proc/}" 2>/dev/null || true
 done
 exit $rc

@@ -128,8 +128,17 @@ def sasl_plugin_dir():
     return None
 
 
+def plain_env():
+    """The environment for the lab's non-Python programs (sendmail, ip, m4,
+    openssl, saslpasswd2): without a sanitizer runtime that `make asan`
+    preloads for the Python extension."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
+
+
 def run(*argv, **kw):
     """A command without a shell; its output, or an error naming it."""
+    kw.setdefault("env", plain_env())
     r = subprocess.run(argv, capture_output=True, text=True, timeout=60, **kw)
     if r.returncode:
         raise RuntimeError("%s failed (%d): %s%s" % (argv[0], r.returncode, r.stdout, r.stderr))
@@ -322,7 +331,7 @@ class Lab:
         os.makedirs(sasl, mode=0o755)
         subprocess.run(["saslpasswd2", "-f", os.path.join(sasl, "sasldb2"), "-c", "-p",
                         "-u", MX, USER], input=PASSWORD, text=True, check=True,
-                       capture_output=True, timeout=30)
+                       capture_output=True, timeout=30, env=plain_env())
         os.chmod(os.path.join(sasl, "sasldb2"), 0o600)
         self._write("sasl/Sendmail.conf", "pwcheck_method: auxprop\nauxprop_plugin: sasldb\n"
                     "sasldb_path: %s\nmech_list: LOGIN PLAIN\n"
@@ -345,7 +354,7 @@ class Lab:
                  os.path.join(HERE, "mountns.py"), os.path.join(self.dir, "dev")] + binds +
                 ["--"] + argv)
 
-    def _spawn(self, argv, logname, env=None):
+    def _spawn(self, argv, logname, env):
         f = open(os.path.join(self.dir, logname), "ab")
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                              start_new_session=True, env=env)
@@ -357,15 +366,16 @@ class Lab:
         sm = sendmail_binary()
         cf = os.path.join(self.dir, "sendmail.cf")
         r = subprocess.run(self._in_server([sm, "-C", cf, "-bi"]), capture_output=True,
-                           text=True, timeout=60, start_new_session=True)
+                           text=True, timeout=60, start_new_session=True, env=plain_env())
         if r.returncode:
             raise RuntimeError("newaliases failed: %s%s" % (r.stdout, r.stderr))
-        self.sendmail = self._spawn(self._in_server([sm, "-bD", "-C", cf]), "sendmail.out")
+        self.sendmail = self._spawn(self._in_server([sm, "-bD", "-C", cf]), "sendmail.out",
+                                    plain_env())
         end = time.monotonic() + 20
         while time.monotonic() < end:
             if self.sendmail.poll() is not None:
                 break
-            out = self.server.call(lambda: netns.run("ss", "-Hltn").stdout)
+            out = self.server.call(lambda: netns.run("ss", "-Hltn", env=plain_env()).stdout)
             if "%s:25 " % SERVER4 in out and "[%s]:25 " % SERVER6 in out:
                 return
             time.sleep(0.1)
@@ -663,8 +673,8 @@ class Lab:
         modern.verify_mode = ssl.CERT_NONE
         modern.minimum_version = ssl.TLSVersion.TLSv1_3
         engine = "smban-engine + " if self.engine else ""
-        self.say("lab up: sendmail %s in namespace %s, fail2ban jails %s (%s)" % (
-            SERVER4 + " " + SERVER6, self.server.name, ", ".join(self.jails()),
+        self.say("lab up in %s: sendmail on %s and %s in namespace %s, fail2ban jails %s (%s)" % (
+            self.dir, SERVER4, SERVER6, self.server.name, ", ".join(self.jails()),
             (engine + "smban-iptables") if self.mode == "smban"
             else "stock filters + iptables-multiport"))
         self.flush()
