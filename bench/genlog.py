@@ -73,7 +73,7 @@ def generate(nlines, out, seed=1):
         elif r < 0.985:                    # pre-greeting bots
             c = rnd.choice(bad)
             emit(pid, "%s: rejecting commands from %s %s due to pre-greeting traffic after 0 seconds"
-                 % (qid(pid), c.strip("[]"), c))
+                 % (qid(pid), c, c))
         else:                              # scanners: connect and quit
             c = rnd.choice(bad + legit)
             emit(pid, "%s: %s did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA" % (qid(pid), c))
