@@ -148,6 +148,12 @@ def main():
         subprocess.run([PY, aud, log, "--repeat", str(args.repeat)], cwd=ROOT, env=env,
                        check=True)
 
+    eng = os.path.join(HERE, "engine_bench.py")
+    if os.path.exists(eng):
+        print()
+        sys.stdout.flush()
+        subprocess.run([PY, eng], cwd=ROOT, env=env, check=True)
+
 
 if __name__ == "__main__":
     main()
