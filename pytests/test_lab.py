@@ -61,6 +61,8 @@ def test_final_table_smban(smban_run):
     assert r["bank-mta"]["delivered"] == smban_run["bank_messages"]
     assert not r["bank-mta"]["banned"] and not r["bank-mta"]["refused"]
     assert r["partner-mta"]["delivered"] == 2
+    # what the clients were told is what sendmail kept: one queue file each
+    assert smban_run["queued"] == sum(c["delivered"] for c in r.values())
     assert not r["partner-mta"]["banned"] and not r["partner-mta"]["refused"]
     # abuse: banned, then refused at TCP
     for name in ("guesser", "guesser6", "pregreeter", "prober", "injector"):
@@ -134,14 +136,18 @@ def test_smban_classes_of_the_real_lines(smban_run):
 
 
 def test_ban_latency(smban_run):
-    lat = smban_run["latency"]
-    print("\nban latency, last failed AUTH -> next connection refused: guesser %s s, "
-          "guesser6 %s s (polling backend)" % (
-              "%.2f" % lat["guesser"] if lat["guesser"] is not None else None,
-              "%.2f" % lat["guesser6"] if lat["guesser6"] is not None else None))
+    lat, ban = smban_run["latency"], smban_run["ban_latency"]
+    for name in ("guesser", "guesser6"):
+        print("\n%s: last failed AUTH -> fail2ban's Ban %s s, next connection refused %s s"
+              " (polling backend)" % (name, ban[name] and "%.2f" % ban[name],
+                                      lat[name] and "%.2f" % lat[name]), end="")
     assert lat["guesser"] is not None and lat["guesser"] < 2.0
-    # one poll of the log (1 s) plus the ban; IPv6 measured the same way
-    assert lat["guesser6"] is not None and lat["guesser6"] < 2.5
+    assert ban["guesser"] is not None and 0 < ban["guesser"] < 2.0
+    assert ban["guesser6"] is not None and 0 < ban["guesser6"] < 2.0
+    # IPv6: the kernel rate-limits ICMPv6 errors (net.ipv6.icmp.ratelimit,
+    # 1 s): when the ban lands on a probe connection in flight, the reject of
+    # the next SYN can be delayed by up to that second
+    assert lat["guesser6"] is not None and lat["guesser6"] < 3.0
 
 
 def test_stock_filters_reproduce_the_story(stock_run, smban_run):
