@@ -519,10 +519,19 @@ class Lab:
         with self.syslog.cv:
             new = [l for _, l in self.syslog.lines[self._shown_lines:]]
             self._shown_lines += len(new)
+        same, last_key = 0, None
         for line in new:
             ev = self.classifier.classify(line)
             self.verdicts.append((line, ev))
             msg = line.split(" mx ", 1)[-1]
+            # runs of the same line from new sessions (the latency probes)
+            # are shown once, then counted
+            key = re.sub(r"^(\w+)\[\d+\]: (?:[0-9A-Za-z]{14,20}: )?", r"\1: ", msg)
+            if key == last_key:
+                same += 1
+                continue
+            self._emit_same(same)
+            same, last_key = 0, key
             self.timeline.append("           " + msg)
             self.out("           " + msg)
             if ev is not None:
@@ -531,6 +540,7 @@ class Lab:
                 v = "               %s %s%s" % (label, v, "" if self.mode == "smban" else ")")
                 self.timeline.append(v)
                 self.out(v)
+        self._emit_same(same)
         bans = self.bans(times=True)
         for jail, ip, t in bans[self._shown_bans:]:
             who = [c.name for c in CLIENTS if c.addr == ip]
@@ -538,6 +548,13 @@ class Lab:
             self.timeline.append(line)
             self.out(line)
         self._shown_bans = len(bans)
+
+    def _emit_same(self, n):
+        if n:
+            line = "           (and %d more line%s like it, from as many sessions)" % (
+                n, "s" if n > 1 else "")
+            self.timeline.append(line)
+            self.out(line)
 
     # ---- the clients ----
 
