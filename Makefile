@@ -141,7 +141,8 @@ build/worst_line: bench/worst_line.c $(CORE_SRC) ext/smban.h ext/rules.def
 	@mkdir -p build
 	$(CC) $(CORE_CFLAGS) -o $@ bench/worst_line.c $(CORE_SRC) $(CORE_LIBS)
 worst-line: build/worst_line
-	TZ=UTC build/worst_line -p -t 5 pytests/fixtures/*.log
+	TZ=UTC build/worst_line -t 3 pytests/fixtures/*.log
+	TZ=UTC build/worst_line -t 3 -p
 	if [ -d build/fuzz/corpus/line ]; then TZ=UTC build/worst_line -t 3 build/fuzz/corpus/line; fi
 
 VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all
