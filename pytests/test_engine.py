@@ -209,3 +209,53 @@ def test_an_error_in_the_engine_sends_the_line_to_the_regex_path(flt, caplog):
     assert [str(r[1]) for r in got] == ["198.51.100.30"] and "smban" not in got[0][3]
     assert "boom" in caplog.text and "regex filter" in caplog.text
     assert e.errors == 1 and e.attached()
+
+
+def load_action():
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "actions", "smban-engine.py")
+    spec = importlib.util.spec_from_file_location("smban_engine_action", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_action_reload_keeps_it_and_rechecks_the_filter(flt, f2b_confdir, caplog):
+    """As fail2ban drives the action: construction attaches, reload (after
+    clearAllParams, which is what makes fail2ban keep this instance) keeps
+    it attached or stands it down if the filter changed, stop detaches."""
+    mod = load_action()
+
+    class Jail:
+        name = "smban"
+        filter = flt
+
+    with caplog.at_level(logging.INFO, logger="fail2ban"):
+        act = mod.Action(Jail(), "smban-engine", mode="aggressive")
+    assert "smban-engine attached" in caplog.text and "mode=aggressive" in caplog.text
+    assert hasattr(act, "reload") and hasattr(act, "clearAllParams")
+    engine = act._engine
+    act.clearAllParams()
+    act.reload(mode="aggressive")
+    assert act._engine is engine and engine.attached()
+    assert flt.processLine(DID_NOT_ISSUE.format(t=stamp(), pid=5000, ip="198.51.100.40"))
+    act.reload(mode="normal")
+    assert engine.mode == "normal" and engine.attached()
+    assert flt.processLine(DID_NOT_ISSUE.format(t=stamp(), pid=5001, ip="198.51.100.40")) == []
+    # the filter changed on reload: the engine stands down
+    flt.addFailRegex(r"^local <ADDR>$")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fail2ban"):
+        act.reload(mode="normal")
+    assert "stands down" in caplog.text and "13 failregex" in caplog.text
+    assert "processLine" not in flt.__dict__
+    flt.delFailRegex(len(flt.getFailRegex()) - 1)
+    act.reload(mode="normal")
+    assert engine.attached()
+    act.stop()
+    assert "processLine" not in flt.__dict__
+    with pytest.raises(ValueError, match="mode must be normal or aggressive"):
+        mod.Action(Jail(), "smban-engine", mode="paranoid")
+    with pytest.raises(ValueError, match="max_sessions='many' is not a number"):
+        mod.Action(Jail(), "smban-engine", max_sessions="many")
