@@ -46,9 +46,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-for _p in (os.path.join(ROOT, "pytests"), ROOT):
+# the smban of this source tree, unless PYTHONPATH names another (make asan's
+# sanitizer build); the test suite's namespace helpers
+_at = 1 + len([p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+for _p in (ROOT, os.path.join(ROOT, "pytests")):
     if _p not in sys.path:
-        sys.path.insert(0, _p)
+        sys.path.insert(_at, _p)
 
 import netns  # noqa: E402  (the test suite's namespace helpers)
 import smban  # noqa: E402
