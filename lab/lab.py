@@ -230,6 +230,7 @@ class Lab:
         self.syslog = None
         self.t0 = time.monotonic()
         self.t0_wall = time.time()
+        self._mark = self.t0
         self.timeline = []               # printed lines
         self.classifier = smban.Classifier(mode="normal")
         self.verdicts = []               # (line, Event or None)
@@ -267,6 +268,7 @@ class Lab:
                                      os.path.join(self.dir, "maillog"))
         self._start_sendmail()
         self._start_fail2ban()
+        self._mark = time.monotonic()
 
     def _network(self):
         self.server, self.internet = netns.Netns("labsrv"), netns.Netns("labnet")
@@ -495,9 +497,12 @@ class Lab:
     # ---- timeline ----
 
     def say(self, text):
-        line = "%6.1fs  %s" % (time.monotonic() - self.t0, text)
+        """A client's action, stamped with the time it began: the end of the
+        previous output (the scenario is sequential)."""
+        line = "%6.1fs  %s" % (self._mark - self.t0, text)
         self.timeline.append(line)
         self.out(line)
+        self._mark = time.monotonic()
 
     def bans(self, times=False):
         """[(jail, ip)] in the order fail2ban logged them; with times,
@@ -544,6 +549,7 @@ class Lab:
                 self.timeline.append(v)
                 self.out(v)
         self._emit_same(same)
+        self._mark = time.monotonic()
         bans = self.bans(times=True)
         for jail, ip, t in bans[self._shown_bans:]:
             who = [c.name for c in CLIENTS if c.addr == ip]
