@@ -170,9 +170,7 @@ def _gone(left):
     names = netns.run("ip", "netns", "list").stdout
     for n in left["nets"]:
         assert n not in names
-    for pid in left["pids"]:
-        assert not os.path.exists("/proc/%d" % pid) or \
-            open("/proc/%d/stat" % pid).read().split()[2] == "Z"
+    assert not [pid for pid in left["pids"] if _alive(pid)]
 
 
 def test_everything_torn_down(smban_run, stock_run):
@@ -180,37 +178,56 @@ def test_everything_torn_down(smban_run, stock_run):
         _gone(res["left"])
 
 
-def test_torn_down_on_sigterm():
+def test_torn_down_on_sigterm(tmp_path):
     """SIGTERM while the scenario runs: namespaces, processes and files go."""
-    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "lab", "lab.py")],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True)
-    first = ""
+    out = tmp_path / "lab.out"
+    with open(out, "w") as f:
+        p = subprocess.Popen([sys.executable, os.path.join(ROOT, "lab", "lab.py")],
+                             stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    m = None
     try:
         end = time.monotonic() + 60
-        while time.monotonic() < end:
-            first = p.stdout.readline()
-            if "lab up in" in first or not first:
+        while time.monotonic() < end and p.poll() is None:
+            m = re.search(r"lab up in (\S+): .* in namespace (\S+),", out.read_text())
+            if m:
                 break
-        m = re.search(r"lab up in (\S+): .* in namespace (\S+),", first)
-        assert m, first
+            time.sleep(0.1)
+        assert m, out.read_text()
         labdir, ns = m.group(1), m.group(2)
         assert os.path.isdir(labdir)
         time.sleep(1.0)                 # a client is talking to sendmail now
+        inside = _pids_in("/run/netns/" + ns)
+        assert len(inside) >= 2, inside  # sendmail and fail2ban-server at least
         p.send_signal(signal.SIGTERM)
         p.wait(60)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+    assert p.returncode == 128 + signal.SIGTERM, out.read_text()[-2000:]
     assert not os.path.exists(labdir)
     names = netns.run("ip", "netns", "list").stdout
-    assert ns not in names and ns.replace("labsrv", "labnet") not in names
-    # no process is left in a namespace of that run, nor a sendmail using its files
+    assert not re.search(r"smban-lab(?:srv|net)-%d-" % p.pid, names), names
+    # every process that was in the server namespace is gone
+    assert not [pid for pid in inside if _alive(pid)]
+
+
+def _pids_in(ns_path):
+    ino = os.stat(ns_path).st_ino
+    out = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                cmd = open("/proc/%s/cmdline" % pid, "rb").read()
+                if os.stat("/proc/%s/ns/net" % pid).st_ino == ino:
+                    out.append(int(pid))
             except OSError:
-                continue
-            assert labdir.encode() not in cmd, cmd
+                pass
+    return out
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
