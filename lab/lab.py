@@ -189,18 +189,6 @@ class SyslogReceiver:
                 self.lines.append((time.monotonic(), text))
                 self.cv.notify_all()
 
-    def wait_for(self, pattern, timeout):
-        rx = re.compile(pattern)
-        end = time.monotonic() + timeout
-        with self.cv:
-            while True:
-                if any(rx.search(l) for _, l in self.lines):
-                    return True
-                left = end - time.monotonic()
-                if left <= 0:
-                    return False
-                self.cv.wait(left)
-
     def close(self):
         self._stop = True
         self.thread.join(2)
