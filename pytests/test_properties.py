@@ -293,12 +293,16 @@ def test_no_decoy_is_ever_the_client_and_the_engines_agree(new_twin, sample):
 @SETTINGS
 @given(line(), st.sampled_from(["normal", "aggressive"]))
 def test_bytes_and_text_give_the_same_event(sample, mode):
-    """fail2ban hands the engine str (decoded with surrogateescape by the
-    smban-engine glue, 'replace' by fail2ban itself): same answer as bytes."""
+    """A line as bytes, as str decoded with surrogateescape (the API gives
+    the bytes back) and as str decoded the way fail2ban decodes a line that
+    is not UTF-8 ('replace'): the same verdict for the same client."""
     rule, ip, text = sample
     a = classify_alone(text, mode)
     b = classify_alone(text.decode("utf-8", "surrogateescape"), mode)
     assert (a and tuple(a)) == (b and tuple(b)), text
+    c = classify_alone(text.decode("utf-8", "replace"), mode)
+    verdict = lambda e: e and (e.kind, e.name, e.ip, e.failures, e.via)  # noqa: E731
+    assert verdict(a) == verdict(c), text
 
 
 # ---- sequences: one session, and sessions interleaved ---------------------
