@@ -10,7 +10,8 @@ SHELL := /bin/bash
 # Everything the project needs to build, test and benchmark, from Debian's archive.
 DEB_PKGS := build-essential pkg-config python3 python3-dev python3-setuptools \
             python3-pytest python3-hypothesis fail2ban libpcre2-dev libiptc-dev \
-            iptables iproute2 gcc clang-14 libclang-rt-14-dev valgrind
+            iptables iproute2 gcc clang-14 libclang-rt-14-dev valgrind \
+            python3-systemd systemd-journal-remote
 
 # Build and test against the interpreter fail2ban runs on (the #! line of
 # fail2ban-server), never whatever python3 comes first on PATH.

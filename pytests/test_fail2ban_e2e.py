@@ -9,18 +9,26 @@ writes sendmail lines to the jail's log, and looks at what an operator
 would: fail2ban-client status, fail2ban's log, iptables-legacy-save, and
 whether the attacker can still connect.
 
-The systemd backend cannot be driven here (no journald in the test
-environment); test_engine.py feeds the engine the tuples fail2ban's
-systemd backend produces instead.
+The systemd backend reads a journal file written by systemd-journal-remote
+from export-format entries (no journald is needed, none is touched):
+fail2ban's own systemd backend, with journalfiles= pointing at it.
 """
 import os
 import re
 import shutil
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
+
+try:
+    import systemd.journal  # noqa: F401  (fail2ban's systemd backend needs it)
+    HAVE_SYSTEMD_PY = True
+except ImportError:
+    HAVE_SYSTEMD_PY = False
+JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
 
 import netns
 import smban
@@ -117,7 +125,7 @@ class Server(Fail2ban):
         return total, banned
 
 
-def write_config(d, mode="normal", bantime=600, filter_text=None):
+def write_config(d, mode="normal", bantime=600, filter_text=None, backend="polling"):
     for sub in ("action.d", "filter.d"):
         os.makedirs(os.path.join(d, sub), exist_ok=True)
     for a in ("smban-engine.py", "smban-iptables.py"):
@@ -132,12 +140,12 @@ def write_config(d, mode="normal", bantime=600, filter_text=None):
                 "dbfile = %(d)s/f2b.sqlite3\ndbpurgeage = 1d\n"
                 "syslogsocket = auto\nallowipv6 = auto\n" % {"d": d})
     with open(os.path.join(d, "jail.conf"), "w") as f:
-        f.write("[%s]\nenabled = true\nfilter = smban[mode=%s]\nbackend = polling\n"
+        f.write("[%s]\nenabled = true\nfilter = smban[mode=%s]\nbackend = %s\n"
                 "logpath = %s/mail.log\nmaxretry = 3\nfindtime = 600\nbantime = %d\n"
                 "usedns = no\n"
                 'action = smban-engine.py[mode="%%(known/mode)s"]\n'
                 '         smban-iptables.py[port="25,465,587", lockwait=5]\n'
-                % (JAIL, mode, d, bantime))
+                % (JAIL, mode, backend, d, bantime))
     open(os.path.join(d, "mail.log"), "w").close()
 
 
@@ -350,3 +358,50 @@ def test_unban_after_bantime_reload_keeps_restart_restores(f2b):
     assert not banned_in_iptables(ATTACKER)
     assert "Unban %s" % ATTACKER in server.log()
     assert ATTACKER not in server.status()[1]
+
+
+def journal_entry(message, pid, usec):
+    """One entry in journald's export format, as sendmail logs through syslog."""
+    fields = (("__REALTIME_TIMESTAMP", usec), ("__MONOTONIC_TIMESTAMP", usec % 10**9),
+              ("_BOOT_ID", "5b3d0f6c2e8a4f7d9c1b0a2e3f4d5c6b"), ("_HOSTNAME", "mx"),
+              ("_SYSTEMD_UNIT", "sendmail.service"), ("SYSLOG_IDENTIFIER", "sm-mta"),
+              ("SYSLOG_PID", pid), ("_PID", pid), ("PRIORITY", 6), ("MESSAGE", message))
+    return "".join("%s=%s\n" % f for f in fields) + "\n"
+
+
+@pytest.mark.skipif(not HAVE_SYSTEMD_PY, reason="python3-systemd not installed")
+@pytest.mark.skipif(not os.access(JOURNAL_REMOTE, os.X_OK),
+                    reason="systemd-journal-remote not installed (writes the test journal)")
+def test_systemd_backend(f2b, tmp_path):
+    """backend = systemd: the engine gets fail2ban's (prefix, date, message)
+    tuples; the old-sendmail sessions ban, the story does not."""
+    journal = str(tmp_path / "sendmail.journal")
+    usec = int(time.time() * 1e6)
+    entries = []
+
+    def add(message, pid):
+        entries.append(journal_entry(message, pid, usec + len(entries)))
+    for _ in range(6):
+        pid = newpid()
+        add("STARTTLS=server, error: accept failed=-1, reason=no shared cipher, SSL_error=1, "
+            "errno=0, retry=-1, relay=esa12.hc6077-55.iphmx.com [192.0.2.99]", pid)
+        add("4ASB%08d: esa12.hc6077-55.iphmx.com [192.0.2.99] did not issue "
+            "MAIL/EXPN/VRFY/ETRN during connection to MTA" % pid, pid)
+    for _ in range(2):
+        pid = newpid()
+        for _ in range(2):
+            add("4ASB%08d: AUTH failure (PLAIN): authentication failure (-13) SASL(-13): "
+                "authentication failure: checkpass failed" % pid, pid)
+        add("4ASB%08d: [%s] did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA"
+            % (pid, ATTACKER), pid)
+    r = subprocess.run([JOURNAL_REMOTE, "--output=" + journal, "-"], input="".join(entries),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and os.path.getsize(journal) > 0, r.stderr
+
+    server = f2b(backend='systemd[journalfiles="%s"]' % journal)
+    assert "smban-engine attached" in server.log()
+    assert wait_banned(ATTACKER, timeout=10.0) is not None, server.log()[-3000:]
+    time.sleep(0.5)
+    total, banned = server.status()
+    assert banned == [ATTACKER] and total == 4
+    assert not banned_in_iptables("192.0.2.99")
