@@ -36,19 +36,30 @@ import sysconfig
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SNIPPET = """\
-# /etc/fail2ban/jail.local (or a file in jail.d/): smban for sendmail
+# %(where)s: smban for sendmail
 [smban]
 enabled  = true
 filter   = smban
-# /var/log/maillog (RHEL, Slackware) or /var/log/mail.log (Debian):
-logpath  = %(syslog_mail)s
-backend  = %(syslog_backend)s
+%(source)s
 maxretry = 5
 findtime = 10m
 bantime  = 1h
-action   = smban-engine.py[mode="%(known/mode)s"]
+action   = smban-engine.py[mode="%%(known/mode)s"]
            smban-iptables.py[port="smtp,465,submission"]
 """
+
+
+def snippet(fail2ban_dir):
+    """The jail.local text for this machine's mail log: /var/log/maillog
+    (RHEL and friends), /var/log/mail.log (Debian's rsyslog) or journald."""
+    for log in ("/var/log/maillog", "/var/log/mail.log"):
+        if os.path.isfile(log):
+            source = "logpath  = %s\nbackend  = auto" % log
+            break
+    else:
+        source = ("# no mail log file here: read journald\nbackend  = systemd\n"
+                  "journalmatch = SYSLOG_IDENTIFIER=sm-mta + SYSLOG_IDENTIFIER=sendmail")
+    return SNIPPET % {"where": os.path.join(fail2ban_dir, "jail.local"), "source": source}
 
 
 class Failure(Exception):
@@ -225,7 +236,7 @@ def install(args):
     print("\nsmban is installed; fail2ban's jail files were not touched.  To use it, add "
           "this to jail.local\n(see the README for /var/log/maillog, /var/log/mail.log "
           "and journald), then run 'fail2ban-client reload':\n")
-    print(SNIPPET)
+    print(snippet(args.fail2ban_dir))
 
 
 def verify_import(args, p):
