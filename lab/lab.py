@@ -31,6 +31,7 @@ Nothing of the machine's own mail system, syslog or firewall is touched.
 import argparse
 import atexit
 import base64
+import glob
 import os
 import re
 import shutil
@@ -111,8 +112,10 @@ def why_unavailable():
             return "%s not installed (make lab-deps installs %s)" % (tool, pkg)
     if not os.path.isfile(os.path.join(SENDMAIL_CF_DIR, "m4", "cf.m4")):
         return "sendmail-cf not installed (make lab-deps)"
-    if not os.path.isdir("/usr/lib/x86_64-linux-gnu/sasl2") and not os.path.isdir("/usr/lib/sasl2"):
-        return "libsasl2-modules not installed (make lab-deps)"
+    # the LOGIN and PLAIN mechanisms (libsasl2-modules), the sasldb (-db)
+    for plugin in ("liblogin.so", "libplain.so", "libsasldb.so"):
+        if not glob.glob("/usr/lib/*/sasl2/%s*" % plugin) + glob.glob("/usr/lib/sasl2/%s*" % plugin):
+            return "Cyrus SASL plugin %s not installed (make lab-deps)" % plugin
     return None
 
 
@@ -122,13 +125,6 @@ def sendmail_binary():
             return p
     p = shutil.which("sendmail-mta")
     return os.path.realpath(p) if p else None
-
-
-def sasl_plugin_dir():
-    for p in ("/usr/lib/x86_64-linux-gnu/sasl2", "/usr/lib/sasl2"):
-        if os.path.isfile(os.path.join(p, "libsasldb.so.2")) or os.path.isdir(p):
-            return p
-    return None
 
 
 def plain_env():
@@ -340,8 +336,16 @@ class Lab:
         """argv for a program run in the server namespace, in a private
         mount namespace with the lab's /dev/log, hosts and SASL config."""
         binds = []
-        for src, dst in (("hosts", "/etc/hosts"), ("nsswitch.conf", "/etc/nsswitch.conf"),
-                         ("resolv.conf", "/etc/resolv.conf"), ("sasl", "/usr/lib/sasl2")):
+        # Cyrus SASL looks for Sendmail.conf in the first of these that has
+        # one (Debian's libsasl2 path, less the plugin directory): ours hides
+        # each of them
+        sasl_dirs = [d for d in ("/etc/sasl2", "/etc/sasl", "/usr/lib/sasl2") if os.path.isdir(d)]
+        if not sasl_dirs:
+            raise RuntimeError("no SASL configuration directory to cover (/usr/lib/sasl2 "
+                               "comes with sendmail-bin): refusing to run")
+        for src, dst in ([("hosts", "/etc/hosts"), ("nsswitch.conf", "/etc/nsswitch.conf"),
+                          ("resolv.conf", "/etc/resolv.conf")] +
+                         [("sasl", d) for d in sasl_dirs]):
             if os.path.exists(dst):
                 binds.append("%s=%s" % (os.path.join(self.dir, src), dst))
         return (["ip", "netns", "exec", self.server.name, sys.executable,
