@@ -714,7 +714,7 @@ class Lab:
                     bank.name, bank.addr, n, r))
             if r != "delivered":
                 self.say("%s %s: message %d stays in the bank's queue" % (bank.name, bank.addr, n))
-            self.flush(1.2)
+            self.flush(2.0)   # the bank sends its next message a little later
 
         scanner, dropper = BY_NAME["scanner"], BY_NAME["dropper"]
         self.probe(scanner)
