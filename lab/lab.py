@@ -838,14 +838,18 @@ class Lab:
 # ------------------------------------------------------------- teardown --
 
 _LABS = []
+_SAVED = {}                     # signal -> the handler before the first lab
+_ATEXIT = []
 
 
 def _register(lab):
-    if not _LABS:
+    if not _ATEXIT:
         atexit.register(_teardown_all)
+        _ATEXIT.append(True)
+    if not _LABS:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             try:
-                signal.signal(sig, _on_signal)
+                _SAVED[sig] = signal.signal(sig, _on_signal)
             except ValueError:      # not the main thread
                 pass
     _LABS.append(lab)
@@ -854,6 +858,13 @@ def _register(lab):
 def _unregister(lab):
     if lab in _LABS:
         _LABS.remove(lab)
+    if not _LABS:
+        for sig, handler in list(_SAVED.items()):
+            try:
+                signal.signal(sig, handler)
+            except ValueError:
+                pass
+            del _SAVED[sig]
 
 
 def _on_signal(signum, frame):

@@ -176,6 +176,9 @@ def _gone(left):
 def test_everything_torn_down(smban_run, stock_run):
     for res in (smban_run, stock_run):
         _gone(res["left"])
+    # and the lab's signal handlers were handed back
+    assert signal.getsignal(signal.SIGTERM) is not lab._on_signal
+    assert not lab._LABS
 
 
 def test_torn_down_on_sigterm(tmp_path):
