@@ -164,7 +164,7 @@ fail:
 
 /* The named groups a rule yields, as spans of the message. */
 typedef struct {
-    smban_span ip, host, hostonly, user, mech, code, detail;
+    smban_span ip, host, hostonly, user, mech, code, detail, size;
 } groups;
 
 typedef int (*fast_parser)(const char *s, size_t n, groups *g);
@@ -173,7 +173,7 @@ typedef struct {
     pcre2_code *code;       /* NULL: the literal decides */
     fast_parser fast;       /* a hand-written equivalent of code, or NULL */
     int jit;                /* code was JIT-compiled */
-    int g_ip, g_host, g_hostonly, g_user, g_mech, g_code, g_detail;
+    int g_ip, g_host, g_hostonly, g_user, g_mech, g_code, g_detail, g_size;
     int same_literal_as_prev;
 } compiled_rule;
 
@@ -323,7 +323,7 @@ static const char *digits_end(const char *p, const char *e)
     return p;
 }
 
-/* ^from=.*?, size=\d++, class=-?\d++, nrcpts=(?<detail>\d++)(?:, .*)?, relay=<RELAY>$ */
+/* ^from=.*?, size=(?<size>\d++), class=-?\d++, nrcpts=(?<detail>\d++)(?:, .*)?, relay=<RELAY>$ */
 static int fast_envelope(const char *s, size_t n, groups *g)
 {
     const char *e = s + n, *p = s + 5, *q, *nr = NULL, *nr_end = NULL;
@@ -334,7 +334,7 @@ static int fast_envelope(const char *s, size_t n, groups *g)
             p = q + 1;
             continue;
         }
-        const char *d = q + 7, *x = digits_end(d, e);
+        const char *d = q + 7, *x = digits_end(d, e), *sz = d, *sz_end = x;
         p = q + 1;
         if (x == d || e - x < 8 || memcmp(x, ", class=", 8) != 0)
             continue;
@@ -353,6 +353,8 @@ static int fast_envelope(const char *s, size_t n, groups *g)
             continue;
         nr = d;
         nr_end = x;
+        g->size.p = sz;
+        g->size.n = (size_t)(sz_end - sz);
         break;
     }
     if (!nr)
@@ -408,7 +410,7 @@ static int compile_rules(smban_classifier *c, char err[SMBAN_ERR_LEN])
             c->start_idx[first][c->start_n[first]++] = (uint8_t)i;
         }
         cr->g_ip = cr->g_host = cr->g_hostonly = cr->g_user = -1;
-        cr->g_mech = cr->g_code = cr->g_detail = -1;
+        cr->g_mech = cr->g_code = cr->g_detail = cr->g_size = -1;
         cr->same_literal_as_prev = i > 0 && strcmp(r->literal, smban_rules[i - 1].literal) == 0
                                    && r->where == smban_rules[i - 1].where;
         if (!r->pattern)
@@ -441,6 +443,7 @@ static int compile_rules(smban_classifier *c, char err[SMBAN_ERR_LEN])
         cr->g_mech = group(cr->code, "mech");
         cr->g_code = group(cr->code, "code");
         cr->g_detail = group(cr->code, "detail");
+        cr->g_size = group(cr->code, "size");
         if (!c->opt.regex_only) {
             if (r->cls == SMBAN_C_ENVELOPE)
                 cr->fast = fast_envelope;
@@ -721,7 +724,7 @@ static int run_rule(smban_classifier *c, size_t i, const char *s, size_t n, grou
 {
     const compiled_rule *cr = &c->rules[i];
     static const smban_span none = {NULL, 0};
-    g->ip = g->host = g->hostonly = g->user = g->mech = g->code = g->detail = none;
+    g->ip = g->host = g->hostonly = g->user = g->mech = g->code = g->detail = g->size = none;
     if (!cr->code)
         return 1;
     if (cr->fast)
@@ -742,6 +745,7 @@ static int run_rule(smban_classifier *c, size_t i, const char *s, size_t n, grou
     g->mech = grab(ov, cr->g_mech, s);
     g->code = grab(ov, cr->g_code, s);
     g->detail = grab(ov, cr->g_detail, s);
+    g->size = grab(ov, cr->g_size, s);
     return 1;
 }
 
@@ -1004,6 +1008,13 @@ static int classify_line(smban_classifier *c, const char *line, size_t len,
     ev->user = g.user;
     ev->mech = g.mech;
     ev->detail = g.detail;
+    /* an envelope of size 0 carried no message (the client went away after
+     * RCPT): however many recipients it had, nothing was accepted */
+    if (g.size.p && span_long(g.size) == 0) {
+        static const char zero[] = "0";
+        ev->detail.p = zero;
+        ev->detail.n = 1;
+    }
     if (g.code.p && g.code.n) {
         int neg = g.code.p[0] == '-';
         smban_span digits = {g.code.p + neg, g.code.n - (size_t)neg};

@@ -79,7 +79,7 @@ def test_fuzz_findings_behave():
     ev = c.classify(FRAME + b"AUTH failure (LOGIN): x (-" + b"3" * 40 + b") y, relay=[198.51.100.2]")
     assert ev.name == "auth-protocol" and ev.code is None
     # an envelope whose first size/class/nrcpts run is not followed by ", "
-    line = (FRAME + b"from=<a>, size=0, class=0, nrcpts=0: x, size=0, class=0, nrcpts=3, "
+    line = (FRAME + b"from=<a>, size=0, class=0, nrcpts=0: x, size=12, class=0, nrcpts=3, "
             b"proto=SMTP, relay=[198.51.100.3]")
     ev = smban.Classifier(ref_time=REF_TIME).classify(line)
     assert ev.name == "envelope" and ev.detail == "3" and ev.ip == "198.51.100.3"

@@ -236,8 +236,6 @@ def _alive(pid):
         return False
 
 
-@pytest.mark.xfail(strict=True, reason="classifier: the from= line sendmail writes for a "
-                   "transaction lost after RCPT (size=0, no msgid) makes the address trusted")
 def test_dropped_transaction_earns_no_trust(smban_run):
     """The dropper's real lines (lost input after RCPT, then sendmail's from=
     line for the aborted transaction: size=0, nrcpts=1, no msgid) are not a
