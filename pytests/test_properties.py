@@ -400,11 +400,6 @@ def test_other_sessions_change_nothing_but_trust(sample, mode):
         assert (a.ip, a.via or a.name) == (b.ip, b.via or b.name), (t, a, b)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect of the regex twin: its prefregex marks the syslog prefix as "
-    "fail2ban's F-MLFID, so fail2ban merges the failures of lines that share it "
-    "(same host, program and pid, within 5 minutes) and keeps the earlier line's "
-    "ip4 when the later line has an ip6: a reused pid blames the previous client"))
 def test_twin_never_blames_the_previous_client_of_a_reused_pid(new_twin):
     twin = new_twin()
     fmt = (b"Nov 17 00:33:0%d mx sm-mta[1000]: AUTH failure (LOGIN): authentication "

@@ -35,7 +35,10 @@ _daemon = (?:sendmail|sm-mta|sm-acceptingconnections)
 # the daemon is required: lines of other programs never reach the failregex
 __prefix_line = \s*(?:<__bsd_syslog_verbose>\s+)?(?:<__hostname>\s+)?<_daemon>(?:\[\d+\])?:\s+(?:<__daemon_extra_re>\s+)?(?:[0-9A-Za-z]{{12,20}}: |NOQUEUE: )?
 
-prefregex = ^<F-MLFID>%(__prefix_line)s</F-MLFID><F-CONTENT>.+</F-CONTENT>$
+# no <F-MLFID>: fail2ban would merge the failures of lines sharing a prefix
+# (same host, program and pid), and a pid reused by the next connection
+# would blame the previous client; every failregex here names its own client
+prefregex = ^%(__prefix_line)s<F-CONTENT>.+</F-CONTENT>$
 
 failregex = {failregex}
 
