@@ -22,7 +22,7 @@ from smban.cli import UsageError
 from smban.logs import LogError, check_readable, open_log, size_of
 from smban.replay import FINDTIME, MAXRETRY, BanCounter
 
-#: Read size for logs.chunks (a mapped plain file is cut in pieces 8x this).
+#: Read size for logs.chunks.
 CHUNK = 1 << 20
 #: Below this many bytes of input, no progress bar.
 PROGRESS_MIN = 16 << 20
@@ -122,9 +122,8 @@ def pieces(paths, progress, size=CHUNK):
         f = open_log(path)
         if isinstance(f, gzip.GzipFile):
             raw = f.fileobj
-            # logs.chunks opens the file itself; for the position of the
-            # compressed file we read through the same helper it uses
-            gen = logs._read(f, path, size)
+            # for the position in the compressed file, read it here
+            gen = logs.pieces_of(f, path, size)
         else:
             f.close()
             raw = None

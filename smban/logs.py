@@ -1,8 +1,9 @@
 """Reading log files for the batch path: plain or gzip, in chunks of whole
 lines, numbered from 1 in each file."""
 import gzip
-import mmap
 import os
+
+from smban._core import MAX_LINE
 
 CHUNK = 8 << 20
 
@@ -34,61 +35,59 @@ def check_readable(paths):
 
 
 def chunks(path, size=CHUNK):
-    """Yield the data of path in pieces that hold whole lines only (the last
-    line of the file may lack its newline), so the caller numbers lines by
-    counting them (classify_buffer returns the count).  A plain file is
-    mapped, not copied: a piece is then a memoryview valid until the next
-    step."""
-    f = open_log(path)
-    if not isinstance(f, gzip.GzipFile):
-        try:
-            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (ValueError, OSError):
-            m = None            # empty, or not mappable (a pipe): read it
-        if m is not None:
-            f.close()
-            with m:
-                yield from _mapped(m, size * 8)
-            return
-    yield from _read(f, path, size)
+    """Yield the data of the log at path in pieces of whole lines; see
+    pieces_of."""
+    yield from pieces_of(open_log(path), path, size)
 
 
-def _mapped(m, size):
-    pos, n = 0, len(m)
-    view = memoryview(m)
+def pieces_of(f, path, size=CHUNK):
+    """Yield the data read from the binary file f (closed at the end) in
+    pieces that hold whole lines only (the last line of the file may lack
+    its newline), so the caller numbers lines by counting them
+    (classify_buffer returns the count).
+
+    Each piece is a memoryview of one buffer that the next step reuses: use
+    it before asking for the next (classify_buffer copies what it keeps).
+    The file is read, not mapped, so a log truncated under the reader ends
+    the data early instead of killing the process.  A line longer than the
+    buffer is handed over cut to MAX_LINE + 1 bytes, which the classifier
+    skips and counts as one over-long line."""
+    buf = bytearray(max(size, 2 * (MAX_LINE + 1)))
+    view = memoryview(buf)
+    have = 0              # bytes held in buf
+    skipping = False      # inside an over-long line: drop up to its newline
     try:
-        while pos < n:
-            end = min(pos + size, n)
-            if end < n:
-                cut = m.rfind(b"\n", pos, end)
-                end = cut + 1 if cut >= 0 else n
-            part = view[pos:end]
-            yield part
-            part.release()
-            pos = end
+        with f:
+            while True:
+                try:
+                    n = f.readinto(view[have:])
+                except (OSError, EOFError) as exc:
+                    raise LogError("%s: %s" % (path, exc)) from None
+                if not n:
+                    break
+                have += n
+                if skipping:
+                    nl = buf.find(b"\n", 0, have)
+                    if nl < 0:
+                        have = 0
+                        continue
+                    rest = have - nl - 1
+                    buf[:rest] = buf[nl + 1:have]
+                    have, skipping = rest, False
+                cut = buf.rfind(b"\n", 0, have)
+                if cut < 0:
+                    if have == len(buf):
+                        yield view[:MAX_LINE + 1]
+                        have, skipping = 0, True
+                    continue
+                yield view[:cut + 1]
+                rest = have - cut - 1
+                buf[:rest] = buf[cut + 1:have]
+                have = rest
+            if have and not skipping:
+                yield view[:have]
     finally:
         view.release()
-
-
-def _read(f, path, size):
-    rest = b""
-    with f:
-        while True:
-            try:
-                block = f.read(size)
-            except (OSError, EOFError) as exc:
-                raise LogError("%s: %s" % (path, exc)) from None
-            if not block:
-                break
-            data = rest + block
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                rest = data
-                continue
-            yield data[:cut + 1]
-            rest = data[cut + 1:]
-    if rest:
-        yield rest
 
 
 def size_of(path):
