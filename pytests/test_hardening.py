@@ -232,5 +232,8 @@ def test_a_log_truncated_under_the_reader_does_not_crash(tmp_path):
     r = run_py("-c", READER, str(path), "truncate")
     assert r.returncode >= 0, "killed by signal %d" % -r.returncode
     assert r.returncode == 0, r.stderr.decode()[-2000:]
+    # what was read before the truncation, and nothing after it
+    assert 0 < int(r.stdout) < 200000
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
     # what was read before the truncation is classified; the reading stops
     assert 0 < int(r.stdout) < 200000

@@ -252,8 +252,9 @@ def twin_failures(twin, text):
 @pytest.fixture(scope="module")
 def new_twin(f2b_confdir):
     """A fresh regex twin for each example: fail2ban's Filter keeps state
-    between lines (its multi-line cache, keyed by the prefix the twin marks
-    F-MLFID), and an example must not see the previous one's lines."""
+    between lines (the last date; a multi-line cache when a filter marks an
+    F-MLFID, as the twin once did), and an example must not see the
+    previous one's lines."""
     return lambda: load_f2b_filter(f2b_confdir, "smban")
 
 
