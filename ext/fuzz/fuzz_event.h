@@ -44,6 +44,20 @@ static void fuzz_check_span(smban_span s, const char *line, size_t len)
     REQUIRE(s.p >= line && s.n <= len && (size_t)(s.p - line) <= len - s.n);
 }
 
+/* The one span that may not borrow from the line: an envelope of size 0
+ * accepted nothing, and classify.c reports its detail (the recipients
+ * accepted) as a static "0". */
+static void fuzz_check_detail(const smban_event *ev, const char *line, size_t len)
+{
+    smban_span d = ev->detail;
+    if ((ev->cls == SMBAN_C_ENVELOPE || ev->via == SMBAN_C_ENVELOPE) && d.p
+        && !(d.p >= line && d.p < line + len)) {
+        REQUIRE(d.n == 1 && d.p[0] == '0');
+        return;
+    }
+    fuzz_check_span(d, line, len);
+}
+
 /* The contract of one event of [line, line+len).  max_failures: what the
  * line may add (1 alone; more only when earlier lines left failures
  * pending for its session). */
@@ -65,7 +79,7 @@ static void fuzz_check_event(const smban_event *ev, const char *line, size_t len
     fuzz_check_span(ev->user, line, len);
     fuzz_check_span(ev->host, line, len);
     fuzz_check_span(ev->mech, line, len);
-    fuzz_check_span(ev->detail, line, len);
+    fuzz_check_detail(ev, line, len);
     fuzz_check_span(ev->prog, line, len);
 }
 
