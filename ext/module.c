@@ -691,43 +691,42 @@ static PyObject *Chain_start(ChainObject *self, PyObject *Py_UNUSED(ignored))
     return res;
 }
 
-/* stop() -> bool: True when a jump rule or the chain was removed. */
-static PyObject *Chain_stop(ChainObject *self, PyObject *Py_UNUSED(ignored))
+/* One transaction of stop, unjump or flush, run without the GIL: its
+ * non-negative result, or -1 with an exception set. */
+static long chain_transaction(ChainObject *self,
+                              int (*op)(smban_iptc *, char[SMBAN_ERR_LEN]))
 {
     char err[SMBAN_ERR_LEN] = "";
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = smban_iptc_stop(self->c, err);
+    rc = op(self->c, err);
     Py_END_ALLOW_THREADS
-    if (rc < 0)
-        return chain_raise(rc, err);
-    return PyBool_FromLong(rc);
+    if (rc < 0) {
+        chain_raise(rc, err);
+        return -1;
+    }
+    return rc;
+}
+
+/* stop() -> bool: True when a jump rule or the chain was removed. */
+static PyObject *Chain_stop(ChainObject *self, PyObject *Py_UNUSED(ignored))
+{
+    long r = chain_transaction(self, smban_iptc_stop);
+    return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
 /* unjump() -> int: jump rules removed from the parent (chain and bans kept). */
 static PyObject *Chain_unjump(ChainObject *self, PyObject *Py_UNUSED(ignored))
 {
-    char err[SMBAN_ERR_LEN] = "";
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = smban_iptc_unjump(self->c, err);
-    Py_END_ALLOW_THREADS
-    if (rc < 0)
-        return chain_raise(rc, err);
-    return PyLong_FromLong(rc);
+    long r = chain_transaction(self, smban_iptc_unjump);
+    return r < 0 ? NULL : PyLong_FromLong(r);
 }
 
 /* flush() -> int: the number of bans removed. */
 static PyObject *Chain_flush(ChainObject *self, PyObject *Py_UNUSED(ignored))
 {
-    char err[SMBAN_ERR_LEN] = "";
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = smban_iptc_flush(self->c, err);
-    Py_END_ALLOW_THREADS
-    if (rc < 0)
-        return chain_raise(rc, err);
-    return PyLong_FromLong(rc);
+    long r = chain_transaction(self, smban_iptc_flush);
+    return r < 0 ? NULL : PyLong_FromLong(r);
 }
 
 /* check() -> dict: chain, return, jump (bools), references, bans (ints). */
