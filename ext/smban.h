@@ -209,7 +209,9 @@ void smban_classifier_free(smban_classifier *c);
 
 /* Classify one line (no newline).  Returns 1 and fills ev when the line is
  * recognised, 0 when it is not (ev untouched).  Spans in ev borrow from
- * line.  Updates the session table: lines must come in log order. */
+ * line, except an envelope's detail when its message size is 0: a static
+ * "0" (nothing was accepted).  Updates the session table: lines must come
+ * in log order. */
 int smban_classify(smban_classifier *c, const char *line, size_t len,
                    smban_event *ev);
 
