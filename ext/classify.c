@@ -172,7 +172,7 @@ typedef int (*fast_parser)(const char *s, size_t n, groups *g);
 typedef struct {
     pcre2_code *code;       /* NULL: the literal decides */
     fast_parser fast;       /* a hand-written equivalent of code, or NULL */
-    int jit;                /* code was JIT-compiled */
+    int jit;                /* 1: JIT-compiled, 0: not yet tried, -1: failed */
     int g_ip, g_host, g_hostonly, g_user, g_mech, g_code, g_detail, g_size;
     int same_literal_as_prev;
 } compiled_rule;
@@ -434,8 +434,7 @@ static int compile_rules(smban_classifier *c, char err[SMBAN_ERR_LEN])
             return SMBAN_EREGEX;
         }
         free(pat);
-        /* a JIT failure is not fatal: the interpreter is used instead */
-        cr->jit = pcre2_jit_compile(cr->code, PCRE2_JIT_COMPLETE) == 0;
+        /* JIT-compiled on first use (see run_rule): most logs use a few rules */
         cr->g_ip = group(cr->code, "ip");
         cr->g_host = group(cr->code, "host");
         cr->g_hostonly = group(cr->code, "hostonly");
@@ -722,16 +721,19 @@ static inline int has_prefix(const char *s, const char *lit, size_t n)
 /* Run one rule's pattern (or its fast parser); 1 and g filled on a match. */
 static int run_rule(smban_classifier *c, size_t i, const char *s, size_t n, groups *g)
 {
-    const compiled_rule *cr = &c->rules[i];
+    compiled_rule *cr = &c->rules[i];
     static const smban_span none = {NULL, 0};
     g->ip = g->host = g->hostonly = g->user = g->mech = g->code = g->detail = g->size = none;
     if (!cr->code)
         return 1;
     if (cr->fast)
         return cr->fast(s, n, g);
+    /* a JIT failure is not fatal: the interpreter is used instead */
+    if (!cr->jit)
+        cr->jit = pcre2_jit_compile(cr->code, PCRE2_JIT_COMPLETE) == 0 ? 1 : -1;
     /* pcre2_jit_match skips pcre2_match's checks, which cost more than
      * the match itself on a short line */
-    int rc = cr->jit ? pcre2_jit_match(cr->code, (PCRE2_SPTR)s, n, 0, 0, c->md, c->mctx)
+    int rc = cr->jit > 0 ? pcre2_jit_match(cr->code, (PCRE2_SPTR)s, n, 0, 0, c->md, c->mctx)
                      : pcre2_match(cr->code, (PCRE2_SPTR)s, n, 0, 0, c->md, c->mctx);
     if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT)
         c->cnt.match_limit++;

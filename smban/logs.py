@@ -5,7 +5,8 @@ import os
 
 from smban._core import MAX_LINE
 
-CHUNK = 8 << 20
+# 1 MiB: the piece just read is still in cache when the classifier reads it
+CHUNK = 1 << 20
 
 
 class LogError(Exception):
