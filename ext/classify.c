@@ -689,12 +689,6 @@ static smban_span grab(const PCRE2_SIZE *ov, int g, const char *s)
     return sp;
 }
 
-static const char *memmem_(const char *h, size_t hn, const char *n, size_t nn)
-{
-    return memmem(h, hn, n, nn);
-}
-
-
 /* s begins with the n bytes of lit (short constants: an inline loop beats
  * a call to memcmp). */
 static inline int has_prefix(const char *s, const char *lit, size_t n)
@@ -775,7 +769,7 @@ static int dispatch(smban_classifier *c, const char *s, size_t n, groups *g)
             continue;
         if (!c->rules[i].same_literal_as_prev) {
             if (r->where == SMBAN_INSIDE)
-                present = memmem_(s, n, r->literal, r->literal_len) != NULL;
+                present = memmem(s, n, r->literal, r->literal_len) != NULL;
             else
                 present = n >= r->literal_len
                           && memcmp(s + n - r->literal_len, r->literal, r->literal_len) == 0;

@@ -99,9 +99,11 @@ def link_up_lo():
     run("ip", "link", "set", "lo", "up")
 
 
+@contextlib.contextmanager
 def two_hosts():
     """Namespaces (server, client) joined by a veth pair: server 192.0.2.1
-    and 2001:db8::1, client 192.0.2.2 and 2001:db8::2."""
+    and 2001:db8::1, client 192.0.2.2 and 2001:db8::2; both deleted when the
+    block ends."""
     srv, cli = Netns("srv"), Netns("cli")
     try:
         veth = "smb%d" % (os.getpid() % 100000)
@@ -113,11 +115,10 @@ def two_hosts():
             run("ip", "-n", ns.name, "addr", "add", v4, "dev", dev)
             run("ip", "-n", ns.name, "-6", "addr", "add", v6, "dev", dev, "nodad")
             run("ip", "-n", ns.name, "link", "set", dev, "up")
-    except Exception:
+        yield srv, cli
+    finally:
         srv.close()
         cli.close()
-        raise
-    return srv, cli
 
 
 def save(family=4):

@@ -151,12 +151,8 @@ def write_config(d, mode="normal", bantime=600, filter_text=None, backend="polli
 
 @pytest.fixture
 def hosts():
-    srv, cli = netns.two_hosts()
-    try:
-        yield srv, cli
-    finally:
-        srv.close()
-        cli.close()
+    with netns.two_hosts() as hosts:
+        yield hosts
 
 
 @pytest.fixture

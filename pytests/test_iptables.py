@@ -242,12 +242,8 @@ def test_chain_name_limits():
 @pytest.fixture
 def hosts(monkeypatch, tmp_path):
     monkeypatch.setenv("XTABLES_LOCKFILE", str(tmp_path / "xtables.lock"))
-    srv, cli = netns.two_hosts()
-    try:
-        yield srv, cli
-    finally:
-        srv.close()
-        cli.close()
+    with netns.two_hosts() as hosts:
+        yield hosts
 
 
 def _listen(family, port):

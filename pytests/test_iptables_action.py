@@ -5,6 +5,7 @@ configuration directory, socket, pid file, database and xtables lock; the
 test talks to it with fail2ban-client, as an operator would, and reads the
 rules back with iptables-legacy-save.
 """
+import contextlib
 import os
 import shutil
 import signal
@@ -89,17 +90,19 @@ def write_config(d, extra=""):
     open(os.path.join(d, "mail.log"), "w").close()
 
 
-@pytest.fixture
-def f2b(tmp_path):
+@contextlib.contextmanager
+def fail2ban_in_netns(tmp_path, extra=""):
+    """A configured (not yet started) fail2ban-server whose calls run in a
+    private network namespace; stopped, killed and the namespace deleted at
+    the end of the block."""
     d = str(tmp_path / "f2b")
-    write_config(d)
+    write_config(d, extra=extra)
     env = dict(os.environ, XTABLES_LOCKFILE=str(tmp_path / "xtables.lock"),
                PYTHONPATH=PKG_PATH)
     n = netns.Netns("f2b")
     server = Fail2ban(d, env)
     try:
         with n.entered():
-            server.start()
             try:
                 yield server
             finally:
@@ -107,6 +110,13 @@ def f2b(tmp_path):
                 server.kill()
     finally:
         n.close()
+
+
+@pytest.fixture
+def f2b(tmp_path):
+    with fail2ban_in_netns(tmp_path) as server:
+        server.start()
+        yield server
 
 
 def bans(family=4):
@@ -171,24 +181,11 @@ def test_fail2ban_bans_unbans_reloads_and_restores(f2b):
 
 
 def test_bad_option_fails_the_jail_loudly(tmp_path):
-    d = str(tmp_path / "f2b")
-    write_config(d, extra=', blocktype="ACCEPT"')
-    env = dict(os.environ, XTABLES_LOCKFILE=str(tmp_path / "xtables.lock"),
-               PYTHONPATH=PKG_PATH)
-    n = netns.Netns("f2b")
-    server = Fail2ban(d, env)
-    try:
-        with n.entered():
-            r = server.client("start", check=False)
-            try:
-                assert r.returncode != 0 or "blocktype" in server.log()
-                assert "blocktype 'ACCEPT' not supported" in server.log() + r.stderr
-                assert not [l for l in netns.save() if "f2b-" in l]
-            finally:
-                server.client("stop", check=False)
-                server.kill()
-    finally:
-        n.close()
+    with fail2ban_in_netns(tmp_path, extra=', blocktype="ACCEPT"') as server:
+        r = server.client("start", check=False)
+        assert r.returncode != 0 or "blocktype" in server.log()
+        assert "blocktype 'ACCEPT' not supported" in server.log() + r.stderr
+        assert not [l for l in netns.save() if "f2b-" in l]
 
 
 def test_action_module_without_fail2ban_server(tmp_path, monkeypatch):

@@ -46,7 +46,3 @@ class Classifier(_Classifier):
     """
 
     __slots__ = ()
-
-    def event_dict(self, ev):
-        """The Event as a dict (for JSON)."""
-        return dict(zip(EVENT_FIELDS, ev))
