@@ -134,6 +134,7 @@ struct smban_iptc {
     char *lockfile;            /* owned */
     double lock_wait;
     int min_prefix, retries;
+    int race;                  /* test hook: commits still to be raced */
     uint16_t proto;            /* of the jump rule; 0: all */
     int block;                 /* enum smban_block */
     entry_buf jump, ret, ban;  /* prebuilt rules; ban's source is patched */
@@ -720,6 +721,11 @@ const char *smban_iptc_lockfile(const smban_iptc *c) { return c->lockfile; }
 int smban_iptc_family(const smban_iptc *c) { return c->family; }
 int smban_iptc_min_prefix(const smban_iptc *c) { return c->min_prefix; }
 
+void smban_iptc_race_next(smban_iptc *c, int n)
+{
+    __atomic_store_n(&c->race, n > 0 ? n : 0, __ATOMIC_RELAXED);
+}
+
 void smban_iptc_get_stats(smban_iptc *c, smban_iptc_stats *st)
 {
     st->transactions = __atomic_load_n(&c->stats.transactions, __ATOMIC_RELAXED);
@@ -795,6 +801,29 @@ static int iptc_fail(smban_iptc *c, const char *what, int e, char err[SMBAN_ERR_
     return SMBAN_EIPTC;
 }
 
+/* The test hook behind smban_iptc_race_next: commit a change of the rule
+ * count from a second handle, between our snapshot and our commit, as a
+ * writer that ignores the xtables lock would.  The change toggles a chain
+ * of the hook's own (created when absent, deleted when present), so two
+ * races leave the table as it was.  Nothing is reported: a failed race
+ * shows as a missing retry. */
+static void race_commit(smban_iptc *c)
+{
+    static const char name[] = "smban-race";
+    xh *h;
+    int ok;
+    if (__atomic_load_n(&c->race, __ATOMIC_RELAXED) <= 0)
+        return;
+    __atomic_sub_fetch(&c->race, 1, __ATOMIC_RELAXED);
+    if (!(h = c->ops->init("filter")))
+        return;
+    ok = c->ops->is_chain(name, h) ? c->ops->delete_chain(name, h)
+                                   : c->ops->create_chain(name, h);
+    if (ok)
+        c->ops->commit(h);
+    c->ops->free(h);
+}
+
 /* Modify the table: return <0 on error (err set), 0 when there is nothing
  * to commit, 1 to commit.  Called again from scratch on EAGAIN. */
 typedef int (*modify_fn)(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN]);
@@ -818,6 +847,7 @@ static int transaction(smban_iptc *c, modify_fn fn, void *ctx, char err[SMBAN_ER
         }
         rc = fn(c, h, ctx, err);
         if (rc > 0) {
+            race_commit(c);
             if (!c->ops->commit(h)) {
                 int e = errno;
                 rc = iptc_fail(c, "commit failed", e, err);

@@ -153,6 +153,12 @@ int smban_iptc_list(smban_iptc *c, smban_addr **out, size_t *n,
 
 void smban_iptc_get_stats(smban_iptc *c, smban_iptc_stats *st);
 
+/* Test hook: before each of the next n commits that change the table, a
+ * second handle commits a change of its own (it creates or deletes the
+ * chain "smban-race"), so the kernel refuses our stale commit with EAGAIN
+ * and the retry path runs on demand instead of by chance.  n <= 0 ends it. */
+void smban_iptc_race_next(smban_iptc *c, int n);
+
 /* Borrowed: the chain name and the resolved lock file path. */
 const char *smban_iptc_chain(const smban_iptc *c);
 const char *smban_iptc_lockfile(const smban_iptc *c);

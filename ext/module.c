@@ -788,6 +788,15 @@ static PyObject *Chain_stats(ChainObject *self, PyObject *Py_UNUSED(ignored))
                          "grouped", (unsigned long long)s.grouped);
 }
 
+static PyObject *Chain_race_next(ChainObject *self, PyObject *arg)
+{
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    smban_iptc_race_next(self->c, n > INT_MAX ? INT_MAX : (int)n);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Chain_get_chain(ChainObject *self, void *Py_UNUSED(closure))
 {
     return PyUnicode_FromString(smban_iptc_chain(self->c));
@@ -829,6 +838,9 @@ static PyMethodDef Chain_methods[] = {
      "check() -> dict\n\nRead the layout: chain, return, jump, references, bans."},
     {"stats", (PyCFunction)Chain_stats, METH_NOARGS,
      "stats() -> dict of counters: transactions, commits, retries, requests, grouped."},
+    {"_race_next", (PyCFunction)Chain_race_next, METH_O,
+     "_race_next(n)\n\nTest hook: another handle commits a change before each of our next\n"
+     "n changing commits, so the kernel refuses them (EAGAIN) and they are retried."},
     {NULL, NULL, 0, NULL},
 };
 
