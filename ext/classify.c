@@ -56,8 +56,9 @@ static const struct {
 #define TWIN 1
 #define NOTWIN 0
 const smban_rule smban_rules[] = {
-#define SMBAN_RULE(cls, where, literal, twin, pattern) \
-    {SMBAN_C_##cls, SMBAN_##where, literal, sizeof(literal) - 1, twin, pattern},
+#define SMBAN_RULE(cls, where, literal, twin, fields, anchor, pattern) \
+    {SMBAN_C_##cls, SMBAN_##where, literal, sizeof(literal) - 1, twin, fields, \
+     SMBAN_##anchor, pattern},
 #include "rules.def"
 };
 const size_t smban_nrules = sizeof smban_rules / sizeof smban_rules[0];
@@ -105,7 +106,7 @@ char *smban_expand(const char *pattern, int twin)
     if (!cur)
         return NULL;
     memcpy(cur, pattern, cap);
-    for (int pass = 0; pass < 8; pass++) {
+    for (int pass = 0; pass < 16; pass++) {
         int changed = 0;
         size_t n = strlen(cur), need = n + 1;
         /* first compute the size, then build */
@@ -161,6 +162,9 @@ fail:
 }
 
 /* ---- the classifier ---- */
+
+/* The longest envelope sender sendmail logs whole (from=%.200s). */
+#define SMBAN_FROM_MAX 200
 
 /* The named groups a rule yields, as spans of the message. */
 typedef struct {
@@ -323,44 +327,136 @@ static const char *digits_end(const char *p, const char *e)
     return p;
 }
 
-/* ^from=.*?, size=(?<size>\d++), class=-?\d++, nrcpts=(?<detail>\d++)(?:, .*)?, relay=<RELAY>$ */
+/* ---- the address grammar (rules.def: QSTR, COMMENT, DLIT, ANGLE, BARE,
+ * FIELD) for the envelope's parser: the same units in the same order, each
+ * repeat possessive.  Each function returns the end of what it parsed, or
+ * NULL when the structure at p does not parse.  The pattern is the
+ * reference: a test and ext/fuzz/fuzz_session.c run both on every input. */
+
+/* What ends an ordinary character in each context. */
+enum { G_QSTR, G_COMMENT, G_DLIT, G_ANGLE, G_BARE };
+
+static int g_stop(int ctx, unsigned char ch)
+{
+    if (ch == '\\' || ch == '"')
+        return 1;
+    switch (ctx) {
+    case G_COMMENT:
+        return ch == '(' || ch == ')';
+    case G_DLIT:
+        return ch == '[' || ch == ']';
+    case G_ANGLE:
+        return strchr("<>()[]", ch) != NULL && ch;
+    case G_BARE:
+        return (strchr("<>()[], ", ch) != NULL && ch) || (ch >= 9 && ch <= 13);
+    }
+    return 0;
+}
+
+/* A backslash unit at p (*p == '\\'): four backslashes, or a shorter run
+ * and the ordinary character after it. */
+static const char *g_backslash(int ctx, const char *p, const char *e)
+{
+    size_t k = 0;
+    while (p + k < e && p[k] == '\\' && k < 4)
+        k++;
+    if (k == 4)
+        return p + 4;
+    if (p + k < e && !g_stop(ctx, (unsigned char)p[k]))
+        return p + k + 1;
+    return NULL;
+}
+
+/* The plain units of ctx from p on (backslashes, ordinary characters), and
+ * in ANGLE and BARE the structures; returns where they stop. */
+static const char *g_comment(const char *p, const char *e, int depth);
+static const char *g_quoted(const char *p, const char *e, char open, char close, int ctx);
+
+static const char *g_angle(const char *p, const char *e, int depth);
+
+/* depth: how many more levels of comment (in COMMENT) or of angle brackets
+ * (in ANGLE) may open here. */
+static const char *g_units(int ctx, const char *p, const char *e, int depth)
+{
+    while (p < e) {
+        const char *q = NULL;
+        unsigned char ch = (unsigned char)*p;
+        if (ctx >= G_ANGLE && ch == '"')
+            q = g_quoted(p, e, '"', '"', G_QSTR);
+        else if ((ctx >= G_ANGLE || (ctx == G_COMMENT && depth > 1)) && ch == '(')
+            q = g_comment(p, e, ctx == G_COMMENT ? depth - 1 : 3);
+        else if (ctx >= G_ANGLE && ch == '[')
+            q = g_quoted(p, e, '[', ']', G_DLIT);
+        else if (ctx == G_ANGLE && depth > 1 && ch == '<')
+            q = g_angle(p, e, depth - 1);
+        else if (ch == '\\')
+            q = g_backslash(ctx, p, e);
+        else if (!g_stop(ctx, ch))
+            q = p + 1;
+        if (!q)
+            return p;
+        p = q;
+    }
+    return p;
+}
+
+static const char *g_quoted(const char *p, const char *e, char open, char close, int ctx)
+{
+    if (p >= e || *p != open)
+        return NULL;
+    p = g_units(ctx, p + 1, e, 0);
+    return p < e && *p == close ? p + 1 : NULL;
+}
+
+static const char *g_comment(const char *p, const char *e, int depth)
+{
+    if (p >= e || *p != '(')
+        return NULL;
+    p = g_units(G_COMMENT, p + 1, e, depth);
+    return p < e && *p == ')' ? p + 1 : NULL;
+}
+
+static const char *g_angle(const char *p, const char *e, int depth)
+{
+    if (p >= e || *p != '<')
+        return NULL;
+    p = g_units(G_ANGLE, p + 1, e, depth);
+    return p < e && *p == '>' ? p + 1 : NULL;
+}
+
+/* <FIELD>: an address in angle brackets, else a bare one (maybe empty). */
+static const char *g_field(const char *p, const char *e)
+{
+    const char *q = g_angle(p, e, 2);
+    return q ? q : g_units(G_BARE, p, e, 0);
+}
+
+/* ^from=<FIELD>, size=(?<size>\d++), class=-?\d++, nrcpts=(?<detail>\d++)(?:, .*)?, relay=<RELAY>$ */
 static int fast_envelope(const char *s, size_t n, groups *g)
 {
-    const char *e = s + n, *p = s + 5, *q, *nr = NULL, *nr_end = NULL;
+    const char *e = s + n, *d, *x, *sz, *sz_end, *nr, *nr_end;
     if (n < 5 || memcmp(s, "from=", 5) != 0)
         return 0;
-    while ((q = memchr(p, ',', (size_t)(e - p)))) {
-        if (e - q < 7 || memcmp(q, ", size=", 7) != 0) {
-            p = q + 1;
-            continue;
-        }
-        const char *d = q + 7, *x = digits_end(d, e), *sz = d, *sz_end = x;
-        p = q + 1;
-        if (x == d || e - x < 8 || memcmp(x, ", class=", 8) != 0)
-            continue;
-        d = x + 8;
-        if (d < e && *d == '-')
-            d++;
-        x = digits_end(d, e);
-        if (x == d || e - x < 9 || memcmp(x, ", nrcpts=", 9) != 0)
-            continue;
-        d = x + 9;
-        x = digits_end(d, e);
-        /* the pattern goes on with ", " (the optional tail or ", relay="):
-         * when this occurrence is not followed by one, a later one may be,
-         * as the pattern's lazy .*? finds (found by ext/fuzz/fuzz_session.c) */
-        if (x == d || e - x < 2 || x[0] != ',' || x[1] != ' ')
-            continue;
-        nr = d;
-        nr_end = x;
-        g->size.p = sz;
-        g->size.n = (size_t)(sz_end - sz);
-        break;
-    }
-    if (!nr)
+    x = g_field(s + 5, e);
+    if (e - x < 7 || memcmp(x, ", size=", 7) != 0)
         return 0;
-    /* the last ", relay=": a CLIENT has no comma, so no earlier one fits */
-    const char *rel = NULL;
+    sz = x + 7;
+    sz_end = x = digits_end(sz, e);
+    if (x == sz || e - x < 8 || memcmp(x, ", class=", 8) != 0)
+        return 0;
+    d = x + 8;
+    if (d < e && *d == '-')
+        d++;
+    x = digits_end(d, e);
+    if (x == d || e - x < 9 || memcmp(x, ", nrcpts=", 9) != 0)
+        return 0;
+    nr = x + 9;
+    nr_end = digits_end(nr, e);
+    if (nr_end == nr)
+        return 0;
+    /* the last ", relay=": a client field holds no comma, so no earlier
+     * one can be followed by a field running to the end */
+    const char *rel = NULL, *q;
     for (q = e; (q = memrchr(nr_end, ',', (size_t)(q - nr_end)));) {
         if (e - q >= 8 && memcmp(q, ", relay=", 8) == 0) {
             rel = q;
@@ -371,6 +467,8 @@ static int fast_envelope(const char *s, size_t n, groups *g)
         return 0;
     if (memchr(rel + 8, ',', (size_t)(e - rel - 8)))
         return 0;
+    g->size.p = sz;
+    g->size.n = (size_t)(sz_end - sz);
     g->detail.p = nr;
     g->detail.n = (size_t)(nr_end - nr);
     relay_field(rel + 8, e, g);
@@ -599,6 +697,16 @@ static size_t queue_id(const char *p, size_t n, smban_span *qid, int *cont)
     *cont = 0;
     if (n >= 9 && memcmp(p, "NOQUEUE: ", 9) == 0)
         return 9;
+    /* a part of a long message logged without a queue id: "[n]: " */
+    if (n >= 4 && p[0] == '[') {
+        size_t k = 1;
+        while (k < n && k <= 4 && p[k] >= '0' && p[k] <= '9')
+            k++;
+        if (k > 1 && k + 1 < n && p[k] == ']' && p[k + 1] == ':') {
+            *cont = 1;
+            return 0;
+        }
+    }
     while (i < n && i <= 20 && is_alnum((unsigned char)p[i]))
         i++;
     if (i < 12 || i > 20 || i >= n)
@@ -837,6 +945,32 @@ static long span_long(smban_span s)
     return v;
 }
 
+/* A session ends where a new one starts on its key (DESIGN.md session
+ * rule 5).  A connection line starts afresh.  A queue id other than the
+ * session's (the next transaction, or the same pid serving a new client)
+ * starts a new transaction: the address, the recipients and the failures
+ * still waiting for an address are dropped, so nothing learnt from one
+ * client is charged to the next; only the TLS failure mark stays (it can
+ * only spare).  A line without a queue id that shows its own address
+ * belongs to the current client: the next queue id continues with it. */
+static void new_session_check(smban_classifier *c, smban_session *s, int own,
+                              const smban_span *qid, int ip_from_line)
+{
+    uint32_t h = qid->p ? (uint32_t)smban_hash_bytes(qid->p, qid->n, 3) | 1 : 0;
+    int fresh = own == SMBAN_C_CONNECT;
+    if (fresh || (h && s->qid && s->qid != h)) {
+        c->cnt.dropped += (uint64_t)(s->pending_ban + s->pending_suspect);
+        s->family = 0;
+        s->flags &= fresh ? 0 : SMBAN_S_TLS_FAILED;
+        s->nrcpt = 0;
+        s->pending_ban = s->pending_suspect = 0;
+        s->pending_cls = -1;
+        memset(s->rcpt, 0, sizeof s->rcpt);
+    }
+    if (h || fresh || ip_from_line)
+        s->qid = h;
+}
+
 /* The session rules (see the top of this file). */
 static void apply_session(smban_classifier *c, const smban_frame *f,
                           const smban_span *qid, smban_event *ev)
@@ -872,10 +1006,15 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
         s = smban_table_get(c->sessions, k0, (uint64_t)key_pid, c->now, 1);
     }
 
+    if (s)
+        new_session_check(c, s, own, qid, ip_from_line);
     if (s && ip_from_line) {
         s->family = (uint8_t)ev->family;
         memcpy(s->addr, ev->addr, 16);
-    } else if (s && s->family) {
+    } else if (s && s->family && (qid->p || kind == SMBAN_BENIGN || kind == SMBAN_INFO)) {
+        /* a line that could count takes the session's address only within
+         * the transaction that showed it (same queue id): without one,
+         * nothing proves it is the same client */
         ev->family = s->family;
         memcpy(ev->addr, s->addr, 16);
     }
@@ -1004,9 +1143,23 @@ static int classify_line(smban_classifier *c, const char *line, size_t len,
     ev->user = g.user;
     ev->mech = g.mech;
     ev->detail = g.detail;
+    /* the recipient of a "User unknown", without its angle brackets */
+    if (r->cls == SMBAN_C_USER_UNKNOWN && ev->detail.n >= 2 && ev->detail.p[0] == '<'
+        && ev->detail.p[ev->detail.n - 1] == '>') {
+        ev->detail.p++;
+        ev->detail.n -= 2;
+    }
+    /* sendmail prints from=%.200s: a sender that long may have been cut,
+     * and the size and recipients read after it may be the client's own
+     * text; such an envelope says nothing of what was accepted */
+    if (r->cls == SMBAN_C_ENVELOPE && g.size.p
+        && (size_t)(g.size.p - s) >= 5 + SMBAN_FROM_MAX + 7) {
+        ev->detail.p = NULL;
+        ev->detail.n = 0;
+    }
     /* an envelope of size 0 carried no message (the client went away after
      * RCPT): however many recipients it had, nothing was accepted */
-    if (g.size.p && span_long(g.size) == 0) {
+    else if (g.size.p && span_long(g.size) == 0) {
         static const char zero[] = "0";
         ev->detail.p = zero;
         ev->detail.n = 1;

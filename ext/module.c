@@ -406,7 +406,7 @@ static PyObject *Classifier_stats(ClassifierObject *self, PyObject *Py_UNUSED(ig
     smban_table_stats s, t;
     smban_classifier_table_stats(self->c, &s, &t);
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsKsKsnsnsKsKsnsK}",
+        "{sKsKsKsKsKsKsKsKsKsKsKsKsnsnsKsKsnsK}",
         "lines", (unsigned long long)k->lines,
         "recognised", (unsigned long long)k->recognised,
         "skipped_long", (unsigned long long)k->skipped_long,
@@ -418,6 +418,7 @@ static PyObject *Classifier_stats(ClassifierObject *self, PyObject *Py_UNUSED(ig
         "match_limit", (unsigned long long)k->match_limit,
         "pending", (unsigned long long)k->pending,
         "resolved", (unsigned long long)k->resolved,
+        "dropped", (unsigned long long)k->dropped,
         "sessions", (Py_ssize_t)s.count,
         "max_sessions", (Py_ssize_t)s.max,
         "sessions_evicted", (unsigned long long)s.evicted,
@@ -888,6 +889,7 @@ static int Chain_register(PyObject *module)
 /* ---- module functions ---- */
 
 static const char *const where_names[] = {"start", "inside", "end"};
+static const char *const anchor_names[] = {"first", "last", "after", "none"};
 
 /* rules() -> list of dicts, in table order. */
 static PyObject *smban_rules_py(PyObject *module, PyObject *Py_UNUSED(ignored))
@@ -903,12 +905,14 @@ static PyObject *smban_rules_py(PyObject *module, PyObject *Py_UNUSED(ignored))
         if (r->pattern && (!c || !t)) {
             PyErr_NoMemory();
         } else {
-            d = Py_BuildValue("{sssssssssOszszsz}",
+            d = Py_BuildValue("{sssssssssOssssszszsz}",
                               "name", smban_class_name(r->cls),
                               "kind", smban_kind_name(smban_class_kind(r->cls)),
                               "where", where_names[r->where],
                               "literal", r->literal,
                               "twin", r->twin ? Py_True : Py_False,
+                              "fields", r->fields,
+                              "anchor", anchor_names[r->anchor],
                               "pattern", r->pattern,
                               "c_pattern", c,
                               "twin_pattern", t);

@@ -39,12 +39,18 @@ enum smban_class {
 
 enum smban_where { SMBAN_START, SMBAN_INSIDE, SMBAN_END };
 
+/* How a rule finds its client's address among text the client chose
+ * (rules.def explains each). */
+enum smban_anchor { SMBAN_A_FIRST, SMBAN_A_LAST, SMBAN_A_AFTER, SMBAN_A_NONE };
+
 typedef struct {
     int cls;                /* enum smban_class */
     int where;              /* enum smban_where */
     const char *literal;
     size_t literal_len;
     int twin;               /* 1: part of the fail2ban filter */
+    const char *fields;     /* client-chosen text the line holds, "" none */
+    int anchor;             /* enum smban_anchor */
     const char *pattern;    /* with placeholders; NULL: the literal decides */
 } smban_rule;
 
@@ -132,6 +138,7 @@ typedef struct {
     uint16_t pending_ban, pending_suspect;
     int16_t pending_cls;
     uint32_t rcpt[SMBAN_NRCPT];
+    uint32_t qid;           /* hash of the last queue id seen, 0: none */
 } smban_session;
 
 typedef struct smban_table smban_table;
@@ -199,6 +206,7 @@ typedef struct {
     uint64_t lines, recognised, skipped_long, skipped_nul, not_utf8;
     uint64_t continuation, unframed, other_program, match_limit;
     uint64_t pending, resolved;
+    uint64_t dropped;       /* pending failures whose session ended first */
 } smban_counters;
 
 typedef struct smban_classifier smban_classifier;

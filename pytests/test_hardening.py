@@ -78,11 +78,16 @@ def test_fuzz_findings_behave():
     # a SASL code too long for a long: no code, still an AUTH failure class
     ev = c.classify(FRAME + b"AUTH failure (LOGIN): x (-" + b"3" * 40 + b") y, relay=[198.51.100.2]")
     assert ev.name == "auth-protocol" and ev.code is None
-    # an envelope whose first size/class/nrcpts run is not followed by ", "
+    # an envelope's size and recipients are those right after the complete
+    # from=: text after the sender that is not sendmail's format is no
+    # envelope, and the sender's own text is never read as them
     line = (FRAME + b"from=<a>, size=0, class=0, nrcpts=0: x, size=12, class=0, nrcpts=3, "
             b"proto=SMTP, relay=[198.51.100.3]")
+    assert smban.Classifier(ref_time=REF_TIME).classify(line) is None
+    line = (FRAME + b'from=<"a, size=12, class=0, nrcpts=3, x"@b>, size=0, class=0, nrcpts=0, '
+            b"proto=SMTP, relay=[198.51.100.3]")
     ev = smban.Classifier(ref_time=REF_TIME).classify(line)
-    assert ev.name == "envelope" and ev.detail == "3" and ev.ip == "198.51.100.3"
+    assert ev.name == "envelope" and ev.detail == "0" and ev.ip == "198.51.100.3"
 
 
 def test_fuzz_dictionary_holds_every_rule_literal():
