@@ -96,11 +96,11 @@ def test_stands_down_on_a_modified_filter(f2b_confdir, tmp_path):
 
 
 def test_stands_down_on_an_untested_fail2ban(flt, monkeypatch):
-    monkeypatch.setattr(smban.engine, "fail2ban_version", lambda: "1.1.0")
+    monkeypatch.setattr(smban.engine, "fail2ban_version", lambda: "0.11.2")
     e = smban.engine.Engine(flt)
     why = e.attach()
-    assert "fail2ban 1.1.0 is not a version smban-engine was tested with" in why
-    assert "processLine" not in flt.__dict__
+    assert "fail2ban 0.11.2 is not a version smban-engine was tested with" in why
+    assert "processLine" not in flt.__dict__ and "findFailure" not in flt.__dict__
 
 
 @pytest.mark.parametrize("mode", ["normal", "aggressive"])

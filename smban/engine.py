@@ -1,26 +1,36 @@
 """smban's C classifier inside a running fail2ban jail.
 
 fail2ban has no plug-in point for filters; it loads Python code only through
-actions, and hands every action its jail.  `Engine` uses that: it replaces
-the jail filter's processLine (on the instance, never the class) with one
-that asks smban's session-aware C classifier, and returns failures in the
-shape fail2ban's own findFailure returns them:
+actions, and hands every action its jail.  `Engine` uses that to put the C
+classifier in front of the jail filter's regexes, on the instance, never the
+class:
+
+- processLine asks the session-aware classifier first; a line that is no
+  failure ends there (most lines: no date parsing, no regex);
+- a failure goes through the filter's own processLine, so fail2ban keeps
+  its date detection, findtime and operation-mode logic, and that calls
+  findFailure, which the engine answers with the classifier's verdict in
+  the shape fail2ban's own findFailure returns:
 
     [failregex index, IPAddr, date, {"ip4"|"ip6": ip, "matches": [...], ...}]
 
-so that fail2ban's counting (maxretry, findtime), ignoreip, bantime.increment,
-its database and `fail2ban-client status` work unchanged.
+so that fail2ban's counting (maxretry, findtime), ignoreip, ignoreregex,
+bantime.increment, its database and `fail2ban-client status` work unchanged.
 
 It attaches only when it is safe to (see `Engine.why_not`): the running
-fail2ban is a version this code was tested with, and the jail's filter is
-smban's unmodified regex twin (filters/smban.conf, generated from the same
-rule table).  Otherwise it logs why and leaves the regex twin in charge.
+fail2ban is one of VERSIONS, and the jail's filter is smban's unmodified
+regex twin (filters/smban.conf, generated from the same rule table).
+Otherwise it logs why and leaves the regex twin in charge.
 
-This is not a supported fail2ban API: it reads a few of the Filter's private
-attributes (the last date seen, for dateless lines), which is why the
-version is checked.
+What it relies on beyond fail2ban's configuration API: the Filter's
+processLine(line, date) calling self.findFailure(tupleLine, date,
+noDate=...) and the failure shape above; the filter's prefRegex; the
+protected helpers _ignoreLine and _logWarnOnce.  The same in every version
+of the table.  A line that is no failure does not update the filter's "last
+date seen" (used for a dateless line within 60 s of a dated one).
 """
 import logging
+import re
 import time
 
 import smban
@@ -28,10 +38,15 @@ from smban.filter import twin_rules
 
 log = logging.getLogger("fail2ban.smban-engine")
 
-#: fail2ban versions the engine was tested with: Debian 12 (bookworm) ships
-#: 1.0.2 (package 1.0.2-2).  processLine's date and findtime handling below
-#: replicates that version's Filter.processLine.
-TESTED_VERSIONS = ("1.0.2",)
+#: fail2ban versions the engine was tested with, and who ships them.  Their
+#: Filter.processLine and findFailure hold what the engine relies on (see
+#: above); a version not listed here keeps the regex twin.
+VERSIONS = {
+    "1.0.2": "Debian 12, Ubuntu 24.04",
+    "1.1.0": "Debian 13, Fedora, EPEL 9, Arch",
+    "1.1.2.dev1": "the next release (upstream master)",
+}
+TESTED_VERSIONS = tuple(VERSIONS)
 
 MODES = ("normal", "aggressive")
 
@@ -87,7 +102,7 @@ class Engine:
         self.lines = 0              # lines classified
         self.errors = 0             # lines that raised and went to the regex path
         self._next_error_log = 0.0
-        self._wrapper = None
+        self._wrapper = self._finder = self._event = None
 
     # -- attaching --
 
@@ -98,9 +113,9 @@ class Engine:
             version = fail2ban_version()
         except Exception as e:
             return "fail2ban's version is unknown (%s)" % e
-        if version not in TESTED_VERSIONS:
+        if version not in VERSIONS:
             return ("fail2ban %s is not a version smban-engine was tested with (%s)"
-                    % (version, ", ".join(TESTED_VERSIONS)))
+                    % (version, ", ".join(VERSIONS)))
         flt = self.filter
         if flt is None or not callable(getattr(flt, "processLine", None)):
             return "the jail has no filter"
@@ -125,19 +140,23 @@ class Engine:
         return None
 
     def attach(self):
-        """Take over the filter's processLine if why_not() is None; returns
-        the reason it did not (None: attached).  Idempotent: attaching again,
-        or attaching a new Engine to a filter another one holds, replaces the
-        previous wrapper instead of wrapping it."""
+        """Take over the filter's processLine and findFailure if why_not()
+        is None; returns the reason it did not (None: attached).
+        Idempotent: attaching again, or attaching a new Engine to a filter
+        another one holds, replaces the previous hooks instead of wrapping
+        them."""
         why = self.why_not()
         if why is not None:
             self.detach()
             return why
         flt = self.filter
-        cls_process = type(flt).processLine
-        self._orig = cls_process.__get__(flt, type(flt))
+        self._orig_process = type(flt).processLine.__get__(flt, type(flt))
+        self._orig_find = type(flt).findFailure.__get__(flt, type(flt))
+        self._regexes = None
         self._wrapper = self.process
+        self._finder = self._find_failure
         flt.processLine = self._wrapper
+        flt.findFailure = self._finder
         return None
 
     def attached(self):
@@ -145,10 +164,12 @@ class Engine:
             self.filter.__dict__.get("processLine") is self._wrapper
 
     def detach(self):
-        """Give the filter its own processLine back, if this engine holds it
-        (another Engine's wrapper is left alone)."""
+        """Give the filter its own processLine and findFailure back, if this
+        engine holds them (another Engine's hooks are left alone)."""
         if self.attached():
             del self.filter.__dict__["processLine"]
+            if self.filter.__dict__.get("findFailure") is self._finder:
+                del self.filter.__dict__["findFailure"]
         self._wrapper = None
 
     def set_mode(self, mode, **classifier_options):
@@ -168,77 +189,51 @@ class Engine:
         backends; a (prefix, date text, message) tuple and an epoch from the
         systemd backend), same result (a list of failures)."""
         try:
-            text = "".join(line) if date else line
-            ev = self.classifier.classify(text)
+            ev = self.classifier.classify("".join(line) if date else line)
             self.lines += 1
-            if ev is None or not ev.failures or ev.ip is None:
-                return []
-            return self._failures(ev, line, text, date)
         except Exception as e:
-            self.errors += 1
-            now = time.monotonic()
-            if now >= self._next_error_log:
-                self._next_error_log = now + ERROR_LOG_INTERVAL
-                log.error("[%s] smban-engine: %r on line %r; this line goes through "
-                          "the regex filter (%d such line(s) so far)",
-                          getattr(self.filter, "jailName", "?"), e, line, self.errors)
-            return self._orig(line, date)
+            self._failed(e, line)
+            return self._orig_process(line, date)
+        if ev is None or not ev.failures or ev.ip is None:
+            return []
+        # fail2ban's own date and findtime handling, then _find_failure
+        self._event = ev
+        try:
+            return self._orig_process(line, date)
+        finally:
+            self._event = None
 
-    def _failures(self, ev, line, text, date):
-        """fail2ban's failure list for an event that counts: the date and
-        findtime handling of fail2ban 1.0.2's processLine, the ignoreregex
-        check of its findFailure, then ev.failures entries (fail2ban adds
-        one failure per entry)."""
+    def _failed(self, e, line):
+        self.errors += 1
+        now = time.monotonic()
+        if now >= self._next_error_log:
+            self._next_error_log = now + ERROR_LOG_INTERVAL
+            log.error("[%s] smban-engine: %r on line %r; this line goes through "
+                      "the regex filter (%d such line(s) so far)",
+                      getattr(self.filter, "jailName", "?"), e, line, self.errors)
+
+    def _find_failure(self, tuple_line, date, noDate=False):
+        """Filter.findFailure's replacement, called by the filter's own
+        processLine: the failures of the event being processed (the
+        ignoreregex and no-date checks of fail2ban's findFailure, then
+        ev.failures entries: fail2ban adds one failure per entry).  Outside
+        process() (fail2ban-regex, tests), the filter's own findFailure."""
+        ev = getattr(self, "_event", None)
+        if ev is None:
+            return self._orig_find(tuple_line, date, noDate=noDate)
         from fail2ban.server.ipdns import IPAddr
-        from fail2ban.server.mytime import MyTime
 
         flt = self.filter
-        no_date = False
-        if date:
-            tuple_line = line
-            flt._Filter__lastTimeText = line[1]
-            flt._Filter__lastDate = date
-        else:
-            tuple_line, date, no_date = self._file_date(text)
-
-        if flt.checkFindTime and date is not None:
-            if flt.inOperation:
-                # a date far from now in operation: taken as now
-                delta = int(date - MyTime.time())
-                if abs(delta) > 60:
-                    flt._logWarnOnce(
-                        "_next_simByTimeWarn",
-                        ("Detected a log entry %s %s the current time in operation mode. "
-                         "This looks like a %s problem. Treating such entries as if they "
-                         "just happened.", MyTime.seconds2str(abs(delta)),
-                         "before" if delta < 0 else "after",
-                         "latency" if -3300 <= delta < 0 else "timezone"),
-                        ("Please check a jail for a timing issue. Line with odd timestamp: %s",
-                         text))
-                    date = MyTime.time()
-                    flt._Filter__lastDate = date
-            elif date < MyTime.time() - flt.getFindTime():
-                # catching up after a start: older than findtime is ignored
-                flt._logWarnOnce(
-                    "_next_ignByTimeWarn",
-                    ("Ignoring all log entries older than %ss; these are probably"
-                     " messages generated while fail2ban was not running.", flt.getFindTime()),
-                    ("Please check a jail for a timing issue. Line with odd timestamp: %s",
-                     text))
-                return []
-
-        flt.processedLine = lambda: "".join(tuple_line[::2])
         if flt.getIgnoreRegex() and self._ignored(tuple_line):
             return []
-        if no_date:
+        if noDate:
             flt._logWarnOnce(
                 "_next_noTimeWarn",
                 ("Found a match but no valid date/time found for %r.", tuple_line[1]),
-                ("Match without a timestamp: %s", text),
+                ("Match without a timestamp: %s", "".join(tuple_line)),
                 ("Please try setting a custom date pattern (see man page jail.conf(5)).",))
             if date is None and flt.checkFindTime:
                 return []
-
         ip = ev.ip
         if ":" in ip:
             key, fid = "ip6", IPAddr(ip, IPAddr.FAM_IPv6)
@@ -254,6 +249,18 @@ class Engine:
             out.append([idx, fid, date, fail])
         return out
 
+    def _content(self, tuple_line):
+        """The message the twin's prefregex leaves of a line (None: it does
+        not match)."""
+        buf = "".join(tuple_line[::2])
+        pref = self.filter.prefRegex
+        if pref is None:
+            return buf
+        pref.search(buf, [tuple_line])
+        if not pref.hasMatched():
+            return None
+        return pref.getGroups().get("content") or buf
+
     def _regex_index(self, name, tuple_line):
         """The twin's failregex index for a failure of class name: its only
         one, or (a class with several, like pregreeting) the first that
@@ -263,75 +270,23 @@ class Engine:
             return 0
         if len(idx) == 1:
             return idx[0]
-        flt = self.filter
-        buf = "".join(tuple_line[::2])
-        pref = flt.prefRegex
-        if pref is not None:
-            pref.search(buf, [tuple_line])
-            if not pref.hasMatched():
-                return idx[0]
-            buf = pref.getGroups().get("content") or buf
-        regexes = flt._Filter__failRegex
+        content = self._content(tuple_line)
+        if content is None:
+            return idx[0]
+        if self._regexes is None:
+            self._regexes = [re.compile(r) for r in self.filter.getFailRegex()]
         for i in idx:
-            r = regexes[i]
-            r.search(buf, [("", "", buf)])
-            if r.hasMatched():
+            if self._regexes[i].search(content):
                 return i
         return idx[0]
-
-    def _file_date(self, line):
-        """(tuple line, date or None, no date) of a file backend's line, as
-        fail2ban 1.0.2's processLine finds them (the jail's datepattern and
-        logtimezone apply)."""
-        from fail2ban.server.mytime import MyTime
-
-        flt = self.filter
-        date = None
-        dd = flt.dateDetector
-        m = None
-        if dd is not None:
-            time_match = dd.matchTime(line)
-            m = time_match[0]
-        if m:
-            s, e = m.start(1), m.end(1)
-            m = line[s:e]
-            tuple_line = (line[:s], m, line[e:])
-            if m:
-                date = dd.getTime(m, time_match)
-                if date is not None:
-                    date = date[0]
-                    flt._Filter__lastTimeText = m
-                    flt._Filter__lastDate = date
-            elif flt._Filter__lastDate and flt._Filter__lastDate > MyTime.time() - 60:
-                tuple_line = ("", flt._Filter__lastTimeText, line)
-                date = flt._Filter__lastDate
-            else:
-                date = MyTime.time()
-        else:
-            tuple_line = ("", "", line)
-        no_date = False
-        if date is None:
-            no_date = True
-            if flt._Filter__lastDate and flt._Filter__lastDate > MyTime.time() - 60:
-                tuple_line = ("", flt._Filter__lastTimeText, line)
-                date = flt._Filter__lastDate
-            elif flt.checkFindTime and flt.inOperation:
-                date = MyTime.time()
-        return tuple_line, date, no_date
 
     def _ignored(self, tuple_line):
         """True if an ignoreregex of the jail matches the line (without its
         date) or its message (what the twin's prefregex leaves): fail2ban
-        1.0.2 tries the first before the failregex and the second after."""
+        tries the first before the failregex and the second after."""
         flt = self.filter
         buf = "".join(tuple_line[::2])
         if flt._ignoreLine(buf, [tuple_line]) is not None:
             return True
-        pref = flt.prefRegex
-        if pref is not None:
-            pref.search(buf, [tuple_line])
-            if pref.hasMatched():
-                content = pref.getGroups().get("content")
-                if content and flt._ignoreLine(content, [("", "", content)]) is not None:
-                    return True
-        return False
+        content = self._content(tuple_line)
+        return bool(content) and flt._ignoreLine(content, [("", "", content)]) is not None
