@@ -132,3 +132,69 @@ def test_missing_prerequisites_are_named(tmp_path):
         r = tool("check")
     assert r.returncode == 1
     assert "needs root" in r.stderr and "sudo make install" in r.stderr
+
+
+def test_install_sets_modes_whatever_the_umask(stage):
+    old = os.umask(0o077)
+    try:
+        r = tool("install", "--destdir", str(stage), "--pkg-dir", PKG_DIR)
+    finally:
+        os.umask(old)
+    assert r.returncode == 0, r.stderr
+    for f in ("etc/fail2ban/filter.d/smban.conf", "etc/fail2ban/action.d/smban-engine.py",
+              SITE + "/smban/engine.py", "usr/local/share/smban/manifest"):
+        assert os.stat(stage / f).st_mode & 0o777 == 0o644, f
+    for d in (SITE + "/smban", "usr/local/share/smban"):
+        assert os.stat(stage / d).st_mode & 0o777 == 0o755, d
+    so = [f for f in files_under(stage) if f.endswith(".so")]
+    assert so and all(os.stat(stage / f).st_mode & 0o777 == 0o755 for f in so)
+    assert not [f for f in files_under(stage) if f.endswith(".smban-tmp")]
+
+
+def test_install_never_writes_through_a_planted_link(stage, tmp_path):
+    """A link left where install puts its temporary file is removed, never
+    followed: its target is untouched."""
+    assert tool("install", "--destdir", str(stage), "--pkg-dir", PKG_DIR).returncode == 0
+    target = tmp_path / "victim"
+    target.write_text("precious\n")
+    os.symlink(target, stage / "etc/fail2ban/filter.d/smban.conf.smban-tmp")
+    r = tool("install", "--destdir", str(stage), "--pkg-dir", PKG_DIR)
+    assert r.returncode == 0, r.stderr
+    assert target.read_text() == "precious\n"
+    assert (stage / "etc/fail2ban/filter.d/smban.conf").read_text() == export_filter()
+    assert not os.path.lexists(stage / "etc/fail2ban/filter.d/smban.conf.smban-tmp")
+
+
+def test_reinstall_keeps_an_edited_filter_and_puts_the_new_one_beside_it(stage):
+    assert tool("install", "--destdir", str(stage), "--pkg-dir", PKG_DIR).returncode == 0
+    conf = stage / "etc/fail2ban/filter.d/smban.conf"
+    edited = conf.read_text() + "# the administrator's own line\n"
+    conf.write_text(edited)
+    r = tool("install", "--destdir", str(stage), "--pkg-dir", PKG_DIR)
+    assert r.returncode == 0, r.stderr
+    assert "kept" in r.stdout and "smban.conf.smban-new" in r.stdout
+    assert conf.read_text() == edited
+    assert (stage / "etc/fail2ban/filter.d/smban.conf.smban-new").read_text() == export_filter()
+    # an unedited action is replaced as usual, and a third install says the same
+    r = tool("install", "--destdir", str(stage), "--pkg-dir", PKG_DIR)
+    assert r.returncode == 0 and conf.read_text() == edited
+    # uninstall keeps the edited file and removes the new one
+    r = tool("uninstall", "--destdir", str(stage))
+    assert r.returncode == 0, r.stderr
+    assert conf.read_text() == edited and "kept" in r.stdout
+    assert not os.path.exists(stage / "etc/fail2ban/filter.d/smban.conf.smban-new")
+    assert not os.path.exists(stage / "etc/fail2ban/action.d/smban-engine.py")
+
+
+def test_every_command_the_cli_offers_runs():
+    """python3 -m smban --help lists only commands that exist."""
+    from smban.cli import COMMANDS
+    r = subprocess.run([sys.executable, "-m", "smban", "--help"], capture_output=True,
+                       text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for name in COMMANDS:
+        assert name in r.stdout
+        h = subprocess.run([sys.executable, "-m", "smban", name, "--help"], capture_output=True,
+                           text=True, cwd=ROOT, timeout=60)
+        assert h.returncode == 0, (name, h.stderr)
+    assert "install" not in COMMANDS

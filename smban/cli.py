@@ -16,7 +16,6 @@ COMMANDS = {
     "export-filter": "smban.filter_cli",
     "bans": "smban.bans",
     "demo": "smban.demo",
-    "install": "smban.install_cli",
 }
 
 

@@ -48,7 +48,9 @@ ignoreregex =
 # bans the same lines in both modes).
 mode = normal
 
-journalmatch = _SYSTEMD_UNIT=sendmail.service + SYSLOG_IDENTIFIER=sm-mta
+# only what sendmail's own unit wrote: journald sets _SYSTEMD_UNIT itself,
+# while any local user can log as SYSLOG_IDENTIFIER=sm-mta (logger -t)
+journalmatch = _SYSTEMD_UNIT=sendmail.service
 
 # Author: smban
 """

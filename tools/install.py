@@ -24,6 +24,11 @@ jail.local and jail.d/ are never touched.  The list of what was installed
 (with checksums) is PREFIX/share/smban/manifest; uninstall removes those
 files (a file changed since is kept, and said so), the byte-code Python
 and fail2ban wrote beside them, and the directories install created.
+Installing again over a filter or action the administrator edited keeps
+the edited file and puts the new one beside it as NAME.smban-new.  Every
+file is written through a fresh temporary file (O_EXCL, O_NOFOLLOW) with an
+explicit mode (0644, 0755 for the extension and directories), whatever the
+umask.
 """
 import argparse
 import hashlib
@@ -57,8 +62,11 @@ def snippet(fail2ban_dir):
             source = "logpath  = %s\nbackend  = auto" % log
             break
     else:
-        source = ("# no mail log file here: read journald\nbackend  = systemd\n"
-                  "journalmatch = SYSLOG_IDENTIFIER=sm-mta + SYSLOG_IDENTIFIER=sendmail")
+        # fields journald sets itself: any local user can send lines with
+        # SYSLOG_IDENTIFIER=sm-mta (logger -t sm-mta), not from sendmail's unit
+        source = ("# no mail log file here: read journald (only what sendmail's own\n"
+                  "# unit wrote: a local user can log as any SYSLOG_IDENTIFIER)\n"
+                  "backend  = systemd\njournalmatch = _SYSTEMD_UNIT=sendmail.service")
     return SNIPPET % {"where": os.path.join(fail2ban_dir, "jail.local"), "source": source}
 
 
@@ -162,6 +170,36 @@ def read_manifest(path):
     return out
 
 
+# ---- writing files ----
+
+def write_file(full, data, mode):
+    """Write data to full through a temporary file beside it, created
+    afresh (O_EXCL: never an existing file; O_NOFOLLOW: never through a
+    link planted there) with exactly mode whatever the umask, then renamed
+    over full."""
+    tmp = full + ".smban-tmp"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)            # left by an interrupted install; a link is removed, not followed
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, full)
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 # ---- install ----
 
 def package_files(pkg_dir):
@@ -211,32 +249,48 @@ def install(args):
             d = os.path.dirname(d)
         for d in reversed(missing):
             os.mkdir(staged(args, d), 0o755)
+            os.chmod(staged(args, d), 0o755)      # whatever the umask
             created.append(d)
 
+    conf_dirs = (p["filter.d"] + os.sep, p["action.d"] + os.sep)
     entries = []
     for src, dst in plan:
         makedirs(os.path.dirname(dst))
-        tmp = staged(args, dst) + ".smban-tmp"
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o755 if dst.endswith(".so") else 0o644)
-        os.replace(tmp, staged(args, dst))
-        entries.append("file %s %s" % (sha256(staged(args, dst)), dst))
-        print("installed %s" % staged(args, dst))
+        full = staged(args, dst)
+        data = read_bytes(src)
+        mode = 0o755 if dst.endswith(".so") else 0o644
+        if dst.startswith(conf_dirs) and edited(full, old.get(dst)) \
+                and read_bytes(full) != data:
+            # fail2ban's configuration edited by the administrator since the
+            # last install: kept, the new version put beside it (as dpkg
+            # does with a conffile)
+            write_file(full + ".smban-new", data, mode)
+            entries.append("file %s %s" % (old[dst], dst))
+            entries.append("file %s %s" % (sha256(full + ".smban-new"), dst + ".smban-new"))
+            print("kept      %s (changed since it was installed); the new version is %s: "
+                  "compare them and merge what you need" % (full, full + ".smban-new"))
+            continue
+        write_file(full, data, mode)
+        entries.append("file %s %s" % (sha256(full), dst))
+        print("installed %s" % full)
     # files of an earlier install that this one no longer has
-    for path in set(old) - {dst for _, dst in plan}:
+    for path in set(old) - {e.split(" ", 2)[2] for e in entries}:
         remove_file(args, path, old[path])
     makedirs(os.path.dirname(p["manifest"]))
-    with open(staged(args, p["manifest"]), "w") as f:
-        for e in entries:
-            f.write(e + "\n")
-        for d in dict.fromkeys(created):
-            f.write("dir %s\n" % d)
+    text = "".join(e + "\n" for e in entries) + \
+        "".join("dir %s\n" % d for d in dict.fromkeys(created))
+    write_file(staged(args, p["manifest"]), text.encode(), 0o644)
     print("manifest  %s" % staged(args, p["manifest"]))
     verify_import(args, p)
     print("\nsmban is installed; fail2ban's jail files were not touched.  To use it, add "
           "this to jail.local\n(see the README for /var/log/maillog, /var/log/mail.log "
           "and journald), then run 'fail2ban-client reload':\n")
     print(snippet(args.fail2ban_dir))
+
+
+def edited(full, sha):
+    """The installed file full differs from what the manifest recorded."""
+    return bool(sha) and os.path.isfile(full) and sha256(full) != sha
 
 
 def verify_import(args, p):
