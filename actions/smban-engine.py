@@ -11,7 +11,7 @@ It bans nothing itself: when fail2ban constructs it, it replaces the jail
 filter's line processing with smban's session-aware classifier, which
 returns failures the way fail2ban's own filter does; the jail's other
 actions ban.  It attaches only when the running fail2ban is a version it
-was tested with (smban.engine.TESTED_VERSIONS: 1.0.2, Debian 12) and the
+was tested with (smban.engine.VERSIONS: 1.0.2, 1.1.0, 1.1.2.dev1) and the
 jail's failregex list is exactly the generated twin's; otherwise it logs a
 warning saying why and the regex twin keeps working.
 
@@ -31,12 +31,27 @@ Options (strings, as fail2ban passes them):
 implemented, so fail2ban keeps this instance); stop gives the filter its own
 processing back.
 
+When smban cannot be imported (its C extension built for another Python
+minor version, a shared library it needs gone, a damaged file), the action
+still loads, so that fail2ban starts this jail and the jails after it: it
+logs one error saying why, and the jail runs on the regex twin (which needs
+no C); start, stop, ban, unban and reload do nothing.
+
 This file must not be named smban.py: fail2ban 1.0 registers an action
 module in sys.modules under its file name, which would shadow the package.
 """
+import sys
+
 from fail2ban.server.actions import ActionBase
 
-from smban.engine import Engine
+try:
+    from smban.engine import Engine
+except (ImportError, OSError) as e:   # what an unloadable extension raises
+    Engine = None
+    #: why smban is not available ("ModuleNotFoundError: No module named ...")
+    IMPORT_ERROR = "%s: %s" % (type(e).__name__, e)
+else:
+    IMPORT_ERROR = None
 
 _DEFAULTS = {"mode": "normal", "max_sessions": "", "session_idle": "",
              "max_trusted": "", "trust_seconds": ""}
@@ -112,4 +127,37 @@ class SmbanEngine(ActionBase):
         self._attach("still attached")
 
 
-Action = SmbanEngine
+class SmbanEngineUnavailable(ActionBase):
+    """smban-engine when smban cannot be imported: one error at load, then
+    nothing; the jail's regex filter (smban's twin) works alone."""
+
+    def __init__(self, jail, actname, **opts):
+        super().__init__(jail, actname)
+        _parse(opts, self._logSys.warning)   # a bad option fails as it always does
+        self._logSys.error(
+            "[%s] smban-engine cannot import smban (%s): the jail runs on smban's regex "
+            "twin (filter.d/smban.conf, no C needed), without the session-aware "
+            "classifier, until smban is rebuilt for Python %d.%d (%s)",
+            getattr(jail, "name", "?"), IMPORT_ERROR, sys.version_info[0],
+            sys.version_info[1], sys.executable)
+
+    def start(self):
+        pass
+
+    def ban(self, aInfo):
+        return True
+
+    def unban(self, aInfo):
+        return True
+
+    def stop(self):
+        pass
+
+    def clearAllParams(self):
+        pass
+
+    def reload(self, **opts):
+        pass
+
+
+Action = SmbanEngine if IMPORT_ERROR is None else SmbanEngineUnavailable

@@ -21,14 +21,30 @@ restores from its database after a restart are applied in batches (one
 commit for everything queued), and ``fail2ban-client reload`` keeps the bans
 (this action implements reload and clearAllParams).  No shell is ever run.
 
+When smban cannot be imported (its C extension built for another Python
+minor version, a shared library it needs gone, a damaged file), the action
+still loads, so that fail2ban starts the jail and the jails after it: it
+logs an error at load and at start, and refuses every ban with an
+exception naming the address and the reason (fail2ban logs it as "Failed
+to execute ban ..." and the jail keeps running); unban, flush and stop do
+nothing.
+
 This file must not be named smban.py: fail2ban 1.0 registers an action
 module in sys.modules under its file name, which would shadow the package.
 """
+import sys
 import threading
 
 from fail2ban.server.actions import ActionBase
 
-from smban.iptables import Chain, chain_name
+try:
+    from smban.iptables import Chain, chain_name
+except (ImportError, OSError) as e:   # what an unloadable extension raises
+    Chain = chain_name = None
+    #: why smban is not available ("ModuleNotFoundError: No module named ...")
+    IMPORT_ERROR = "%s: %s" % (type(e).__name__, e)
+else:
+    IMPORT_ERROR = None
 
 _DEFAULTS = {
     "port": "smtp,465,submission",
@@ -273,4 +289,51 @@ class SmbanIptables(ActionBase):
         return [ip for ip in ips if self._family(ip) == family]
 
 
-Action = SmbanIptables
+class SmbanIptablesUnavailable(ActionBase):
+    """smban-iptables when smban cannot be imported: loads, says so at load
+    and at start, refuses every ban; nothing else fails."""
+
+    def __init__(self, jail, actname, **opts):
+        super().__init__(jail, actname)
+        self._error("loaded")
+
+    @staticmethod
+    def _why():
+        return "cannot import smban (%s)" % IMPORT_ERROR
+
+    def _error(self, when):
+        self._logSys.error("[%s] smban-iptables %s but %s: every ban of this jail fails "
+                           "until smban is rebuilt for Python %d.%d (%s)",
+                           getattr(self._jail, "name", "?"), when, self._why(),
+                           sys.version_info[0], sys.version_info[1], sys.executable)
+
+    def start(self):
+        self._error("started")
+
+    def ban(self, aInfo):
+        raise RuntimeError("smban-iptables cannot ban %s: %s" % (aInfo["ip"], self._why()))
+
+    def reban(self, aInfo):
+        return self.ban(aInfo)
+
+    def unban(self, aInfo):
+        return True
+
+    def flush(self):
+        # nothing was banned by this action: tell fail2ban not to unban one by one
+        return True
+
+    def stop(self):
+        pass
+
+    def clearAllParams(self):
+        pass
+
+    def reload(self, **opts):
+        pass
+
+    def consistencyCheck(self, beforeRepair=None):
+        return True
+
+
+Action = SmbanIptables if IMPORT_ERROR is None else SmbanIptablesUnavailable
