@@ -21,6 +21,15 @@ restores from its database after a restart are applied in batches (one
 commit for everything queued), and ``fail2ban-client reload`` keeps the bans
 (this action implements reload and clearAllParams).  No shell is ever run.
 
+A ban that fails (the xtables lock held longer than lockwait, the parent
+chain missing, the kernel refusing) is logged and queued: a thread retries
+the queue with a growing pause (1 s to 60 s) until every ban is in the table;
+an unban takes its address out of the queue.  The queue holds at most
+RETRY_MAX addresses (the oldest is dropped, and said so).  When fail2ban
+checks the action's consistency (it does when a banned address fails
+again), the chain's layout is repaired and every address fail2ban lists as
+banned but the chain lacks is banned again.
+
 When smban cannot be imported (its C extension built for another Python
 minor version, a shared library it needs gone, a damaged file), the action
 still loads, so that fail2ban starts the jail and the jails after it: it
@@ -57,6 +66,12 @@ _DEFAULTS = {
 }
 
 
+#: Failed bans waiting for a retry, at most.
+RETRY_MAX = 10000
+#: The pause between retries grows from the first to the last, in seconds.
+RETRY_FIRST, RETRY_LAST = 1.0, 60.0
+
+
 class SmbanIptables(ActionBase):
     """fail2ban action: ban with smban's libiptc backend."""
 
@@ -69,6 +84,9 @@ class SmbanIptables(ActionBase):
         self._chains = {}            # family -> Chain in use
         self._pending = []           # restored (family, ip) waiting for a batch
         self._draining = False
+        self._retry = {}             # (family, ip) -> None: failed bans, oldest first
+        self._retrying = False
+        self._stopping = False
         self._banEpoch = 0
         self._opts = self._parse(opts)
         # fail the jail start now on a bad option, not at the first ban
@@ -145,11 +163,81 @@ class SmbanIptables(ActionBase):
             for ip in ips:
                 try:
                     self._chain(family).ban(ip)
-                except Exception as e:
+                except ValueError as e:
                     self._logSys.error("[%s] cannot ban %s: %s", self._jail.name, ip, e)
+                except Exception as e:
+                    self._failed(family, [ip], e)
         except Exception as e:
-            self._logSys.error("[%s] cannot apply %d restored ban(s): %s",
-                               self._jail.name, len(ips), e)
+            self._failed(family, ips, e)
+
+    # -- failed bans: retried until they are in the table --
+
+    def _failed(self, family, ips, e):
+        """Log a failed ban and queue its addresses for the retry thread."""
+        self._logSys.error("[%s] ban of %s failed (%s): queued, retried until it is "
+                           "in the table", self._jail.name,
+                           ips[0] if len(ips) == 1 else "%d addresses" % len(ips), e)
+        with self._cv:
+            for ip in ips:
+                self._retry.pop((family, ip), None)
+                self._retry[(family, ip)] = None
+            while len(self._retry) > RETRY_MAX:
+                old = next(iter(self._retry))
+                del self._retry[old]
+                self._logSys.error("[%s] retry queue full (%d): %s dropped, it stays unbanned "
+                                   "until it fails again", self._jail.name, RETRY_MAX, old[1])
+            if not self._retrying and not self._stopping:
+                self._retrying = True
+                threading.Thread(target=self._retrier, name="smban-retry",
+                                 daemon=True).start()
+
+    def _retrier(self):
+        pause = RETRY_FIRST
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._stopping, timeout=pause)
+                if self._stopping or not self._retry:
+                    self._retrying = False
+                    self._cv.notify_all()
+                    return
+                batch = list(self._retry)
+            done, error = 0, None
+            for family in (4, 6):
+                ips = [ip for f, ip in batch if f == family]
+                if not ips:
+                    continue
+                try:
+                    self._chain(family).ban_many(ips)
+                except Exception as e:
+                    error = e
+                    continue
+                with self._cv:
+                    for ip in ips:
+                        self._retry.pop((family, ip), None)
+                done += len(ips)
+            if done:
+                self._logSys.notice("[%s] %d ban(s) that had failed are now in the table",
+                                    self._jail.name, done)
+            if error is None:
+                pause = RETRY_FIRST
+            else:
+                pause = min(pause * 2, RETRY_LAST)
+                self._logSys.warning("[%s] %d ban(s) still failing (%s): next try in %.0f s",
+                                     self._jail.name, len(self._retry), error, pause)
+
+    def _forget_retry(self, family=None, ip=None):
+        """Take an address (or, with no arguments, everything) out of the
+        retry queue."""
+        with self._cv:
+            if ip is None:
+                self._retry.clear()
+            else:
+                self._retry.pop((family, ip), None)
+
+    def retry_queue(self):
+        """The addresses waiting for a retry, oldest first."""
+        with self._cv:
+            return [ip for _, ip in self._retry]
 
     def _wait_restored(self):
         with self._cv:
@@ -180,18 +268,26 @@ class SmbanIptables(ActionBase):
         if restored:
             self._queue_restored(family, ip)
             return True
-        self._chain(family).ban(ip)
+        return self._ban_now(family, ip)
+
+    def _ban_now(self, family, ip):
+        try:
+            self._chain(family).ban(ip)
+        except ValueError:
+            raise                    # an address the backend refuses: fail2ban logs it
+        except Exception as e:       # lock, kernel, parent chain: retried
+            self._failed(family, [ip], e)
         return True
 
     def reban(self, aInfo):
         ip = str(aInfo["ip"])
-        self._chain(self._family(ip)).ban(ip)
-        return True
+        return self._ban_now(self._family(ip), ip)
 
     def unban(self, aInfo):
         self._wait_restored()
         ip = str(aInfo["ip"])
         family = self._family(ip)
+        self._forget_retry(family, ip)
         with self._lock:
             c = self._chains.get(family)
         if c is None:
@@ -203,6 +299,7 @@ class SmbanIptables(ActionBase):
         """Remove every ban of the jail in one commit per family; a true
         return tells fail2ban not to unban the tickets one by one."""
         self._wait_restored()
+        self._forget_retry()
         with self._lock:
             chains = list(self._chains.values())
         for c in chains:
@@ -211,6 +308,13 @@ class SmbanIptables(ActionBase):
 
     def stop(self):
         self._wait_restored()
+        with self._cv:
+            self._stopping = True
+            self._retry.clear()
+            self._cv.notify_all()
+            while self._retrying:
+                self._cv.wait(5)
+            self._stopping = False
         with self._lock:
             chains, self._chains = list(self._chains.values()), {}
         for c in chains:
@@ -249,26 +353,46 @@ class SmbanIptables(ActionBase):
         return self._banEpoch
 
     def consistencyCheck(self, beforeRepair=None):
-        """Check each chain in use; repair a broken layout and re-ban what the
-        jail has banned (everything, if the chain itself was lost)."""
+        """Check each family's chain against fail2ban's ban list: repair a
+        broken layout, and ban again every address fail2ban holds banned
+        that the chain lacks (all of them, if the chain itself was lost).
+        What cannot be applied now goes to the retry queue."""
         ok = True
-        with self._lock:
-            chains = dict(self._chains)
-        for family, c in chains.items():
-            st = c.check()
-            if st["ok"]:
+        for family in (4, 6):
+            with self._lock:
+                c = self._chains.get(family)
+            want = self._jail_bans(family)
+            if c is None and not want:
+                continue
+            try:
+                c = c or self._make(family)
+                st = c.check()
+                queued = set(self.retry_queue())
+                missing = [ip for ip in want if ip not in queued
+                           and ip not in set(c.banned())] if st["chain"] else want
+            except Exception as e:
+                self._logSys.error("[%s] cannot check IPv%d bans: %s", self._jail.name, family, e)
+                ok = False
+                continue
+            if st["ok"] and not missing:
                 continue
             ok = False
             if beforeRepair is not None and not beforeRepair():
                 continue
-            self._logSys.error("[%s] %s (IPv%d) damaged (chain %s, RETURN %s, jump %s): "
-                               "repairing", self._jail.name, c.chain, family,
-                               st["chain"], st["return"], st["jump"])
-            c.start()
+            self._logSys.error("[%s] %s (IPv%d) out of step with fail2ban (chain %s, RETURN %s, "
+                               "jump %s, %d of %d ban(s) missing): repairing", self._jail.name,
+                               c.chain, family, st["chain"], st["return"], st["jump"],
+                               len(missing), len(want))
             self._invalidateBanEpoch()
-            ips = self._jail_bans(family)
-            if ips:
-                c.ban_many(ips)
+            try:
+                c = self._chain(family)
+                c.start()
+                if missing:
+                    c.ban_many(missing)
+            except ValueError:
+                raise
+            except Exception as e:
+                self._failed(family, missing, e)
         return ok
 
     def _invalidateBanEpoch(self):

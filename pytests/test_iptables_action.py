@@ -71,7 +71,7 @@ class Fail2ban:
             pass
 
 
-def write_config(d, extra=""):
+def write_config(d, extra="", lockwait=5):
     os.makedirs(os.path.join(d, "action.d"), exist_ok=True)
     os.makedirs(os.path.join(d, "filter.d"), exist_ok=True)
     shutil.copy(ACTION, os.path.join(d, "action.d", "smban-iptables.py"))
@@ -86,17 +86,17 @@ def write_config(d, extra=""):
     with open(os.path.join(d, "jail.conf"), "w") as f:
         f.write("[smbantest]\nenabled = true\nfilter = smbantest\nbackend = polling\n"
                 "logpath = %s/mail.log\nmaxretry = 1\nfindtime = 3600\nbantime = 3600\n"
-                'action = smban-iptables.py[port="25,465", lockwait=5%s]\n' % (d, extra))
+                'action = smban-iptables.py[port="25,465", lockwait=%s%s]\n' % (d, lockwait, extra))
     open(os.path.join(d, "mail.log"), "w").close()
 
 
 @contextlib.contextmanager
-def fail2ban_in_netns(tmp_path, extra=""):
+def fail2ban_in_netns(tmp_path, extra="", lockwait=5):
     """A configured (not yet started) fail2ban-server whose calls run in a
     private network namespace; stopped, killed and the namespace deleted at
     the end of the block."""
     d = str(tmp_path / "f2b")
-    write_config(d, extra=extra)
+    write_config(d, extra=extra, lockwait=lockwait)
     env = dict(os.environ, XTABLES_LOCKFILE=str(tmp_path / "xtables.lock"),
                PYTHONPATH=PKG_PATH)
     n = netns.Netns("f2b")
@@ -235,3 +235,72 @@ def test_action_module_without_fail2ban_server(tmp_path, monkeypatch):
                 mod.Action(Jail(), "x", port="25;reboot")
     finally:
         n.close()
+
+
+# ---- failed bans are retried; the chain is kept in step with fail2ban ----
+
+def wait_until(cond, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_ban_refused_while_the_lock_is_held_lands_once_it_is_free(tmp_path):
+    """Another program holds the xtables lock past lockwait: the ban fails,
+    is logged and queued, and is in the table soon after the lock is free
+    (it used to be lost for the whole bantime while fail2ban listed it)."""
+    import fcntl
+    with fail2ban_in_netns(tmp_path, lockwait=0.5) as f2b:
+        f2b.start()
+        f2b.client("set", "smbantest", "banip", "198.51.100.1")
+        assert wait_until(lambda: bans() == ["198.51.100.1"])
+        with open(f2b.env["XTABLES_LOCKFILE"], "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            f2b.client("set", "smbantest", "banip", "198.51.100.2")
+            assert f2b.wait_log("ban of 198.51.100.2 failed")
+            assert "queued" in f2b.log()
+            time.sleep(1.5)
+            assert bans() == ["198.51.100.1"]      # still locked out
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        assert wait_until(lambda: bans() == ["198.51.100.1", "198.51.100.2"])
+        assert f2b.wait_log("ban(s) that had failed are now in the table")
+        # an unban while queued takes the address out of the queue
+        with open(f2b.env["XTABLES_LOCKFILE"], "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            f2b.client("set", "smbantest", "banip", "198.51.100.3")
+            assert f2b.wait_log("ban of 198.51.100.3 failed")
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            f2b.client("set", "smbantest", "unbanip", "198.51.100.3", check=False)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        time.sleep(3)
+        assert "198.51.100.3" not in bans()
+
+
+def test_a_ban_with_its_parent_chain_missing_lands_when_the_chain_appears(tmp_path):
+    with fail2ban_in_netns(tmp_path, extra=', chain="SMBANPARENT"') as f2b:
+        f2b.start()
+        f2b.client("set", "smbantest", "banip", "198.51.100.7")
+        assert f2b.wait_log("ban of 198.51.100.7 failed")
+        assert "SMBANPARENT does not exist" in f2b.log()
+        netns.run("iptables-legacy", "-w", "-N", "SMBANPARENT")
+        assert wait_until(lambda: "198.51.100.7" in bans())
+        assert [l for l in netns.save() if l.startswith("-A SMBANPARENT")] == [
+            "-A SMBANPARENT -p tcp -m multiport --dports 25,465 -j f2b-smbantest"]
+
+
+def test_a_chain_flushed_behind_fail2bans_back_is_repaired_with_its_bans(f2b):
+    """fail2ban checks the action when a banned address fails again: the
+    chain, flushed by someone else, gets its RETURN and every ban back."""
+    f2b.client("set", "smbantest", "banip", "198.51.100.21", "198.51.100.22")
+    assert wait_until(lambda: bans() == ["198.51.100.21", "198.51.100.22"])
+    netns.run("iptables-legacy", "-w", "-F", "f2b-smbantest")
+    assert netns.chain_rules("f2b-smbantest") == []
+    time.sleep(4)            # fail2ban checks only when the new failure is > 3 s later
+    f2b.client("set", "smbantest", "banip", "198.51.100.21")
+    assert f2b.wait_log("out of step with fail2ban")
+    assert wait_until(lambda: bans() == ["198.51.100.21", "198.51.100.22"])
+    assert netns.chain_rules("f2b-smbantest")[-1] == "-A f2b-smbantest -j RETURN"
