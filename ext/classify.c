@@ -946,7 +946,8 @@ static long span_long(smban_span s)
 }
 
 /* A session ends where a new one starts on its key (DESIGN.md session
- * rule 5).  A connection line starts afresh.  A queue id other than the
+ * rule 5).  h: the line's queue id hashed, 0 for none.  A connection line
+ * starts afresh.  A queue id other than the
  * session's (the next transaction, or the same pid serving a new client)
  * starts a new transaction: the address, the recipients and the failures
  * still waiting for an address are dropped, so nothing learnt from one
@@ -954,9 +955,8 @@ static long span_long(smban_span s)
  * only spare).  A line without a queue id that shows its own address
  * belongs to the current client: the next queue id continues with it. */
 static void new_session_check(smban_classifier *c, smban_session *s, int own,
-                              const smban_span *qid, int ip_from_line)
+                              uint32_t h, int ip_from_line)
 {
-    uint32_t h = qid->p ? (uint32_t)smban_hash_bytes(qid->p, qid->n, 3) | 1 : 0;
     int fresh = own == SMBAN_C_CONNECT;
     if (fresh || (h && s->qid && s->qid != h)) {
         c->cnt.dropped += (uint64_t)(s->pending_ban + s->pending_suspect);
@@ -1006,8 +1006,10 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
         s = smban_table_get(c->sessions, k0, (uint64_t)key_pid, c->now, 1);
     }
 
+    /* the transaction: a hash of the queue id, 0 for a line without one */
+    uint32_t line_qid = qid->p ? (uint32_t)smban_hash_bytes(qid->p, qid->n, 3) | 1 : 0;
     if (s)
-        new_session_check(c, s, own, qid, ip_from_line);
+        new_session_check(c, s, own, line_qid, ip_from_line);
     if (s && ip_from_line) {
         s->family = (uint8_t)ev->family;
         memcpy(s->addr, ev->addr, 16);
@@ -1046,7 +1048,13 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
         fails = c->opt.aggressive ? 1 : 0;
     if (fails && !ev->family) {
         /* no address yet: the session may reveal it later */
+        if (s && (s->pending_ban || s->pending_suspect) && s->pending_qid != line_qid) {
+            c->cnt.dropped += (uint64_t)(s->pending_ban + s->pending_suspect);
+            s->pending_ban = s->pending_suspect = 0;
+            s->pending_cls = -1;
+        }
         if (s) {
+            s->pending_qid = line_qid;
             if (kind == SMBAN_BAN)
                 s->pending_ban = sat_inc(s->pending_ban, 1);
             else
@@ -1060,8 +1068,10 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
     if (kind == SMBAN_SUSPECT && fails && trusted(c, ev))
         fails = 0;
 
-    /* failures waiting for this session's address */
-    if (s && ip_from_line && (s->pending_ban || s->pending_suspect)) {
+    /* failures waiting for this session's address: only a line of their
+     * own transaction (the same queue id, or none for both) reveals it */
+    if (s && ip_from_line && (s->pending_ban || s->pending_suspect)
+        && s->pending_qid == line_qid) {
         int extra = s->pending_ban;
         if (c->opt.aggressive && !trusted(c, ev))
             extra += s->pending_suspect;

@@ -889,7 +889,7 @@ static int Chain_register(PyObject *module)
 /* ---- module functions ---- */
 
 static const char *const where_names[] = {"start", "inside", "end"};
-static const char *const anchor_names[] = {"first", "last", "after", "none"};
+static const char *const anchor_names[] = {"first", "last", "after", "only", "none"};
 
 /* rules() -> list of dicts, in table order. */
 static PyObject *smban_rules_py(PyObject *module, PyObject *Py_UNUSED(ignored))

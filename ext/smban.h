@@ -41,7 +41,7 @@ enum smban_where { SMBAN_START, SMBAN_INSIDE, SMBAN_END };
 
 /* How a rule finds its client's address among text the client chose
  * (rules.def explains each). */
-enum smban_anchor { SMBAN_A_FIRST, SMBAN_A_LAST, SMBAN_A_AFTER, SMBAN_A_NONE };
+enum smban_anchor { SMBAN_A_FIRST, SMBAN_A_LAST, SMBAN_A_AFTER, SMBAN_A_ONLY, SMBAN_A_NONE };
 
 typedef struct {
     int cls;                /* enum smban_class */
@@ -139,6 +139,7 @@ typedef struct {
     int16_t pending_cls;
     uint32_t rcpt[SMBAN_NRCPT];
     uint32_t qid;           /* hash of the last queue id seen, 0: none */
+    uint32_t pending_qid;   /* the queue id (hash) of the pending failures */
 } smban_session;
 
 typedef struct smban_table smban_table;

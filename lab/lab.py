@@ -14,7 +14,12 @@ file and database watches that maillog with smban's jail and bans in the
 server namespace's firewall.  Scripted SMTP clients, each from its own
 address in the internet namespace, play a bank's old-cipher MTA, a partner
 MTA, password guessers, a pre-greeting talker, a VRFY/EXPN prober, a
-scanner and a client that drops after RCPT.
+scanner, a client that drops after RCPT, and a red team (IPv4 and IPv6)
+whose MAIL FROM/RCPT TO addresses and VRFY/EXPN/ETRN arguments imitate
+sendmail's own fields to get the partner, the bank and the server itself
+banned.  The lab's stub name server (ReverseDNS) answers the reverse
+lookup of the red team's first connections SERVFAIL, so sendmail logs both
+the 450 "Relaying temporarily denied" and the 550 "Relaying denied" shapes.
 
 It prints a timeline (each client's action, the lines sendmail wrote,
 smban's verdict on each, each ban) and a final table.  With --compare
@@ -32,6 +37,7 @@ import argparse
 import atexit
 import base64
 import glob
+import ipaddress
 import os
 import re
 import shutil
@@ -93,9 +99,88 @@ CLIENTS = [
     Client("prober", "203.0.113.70", None, "VRFY/EXPN address prober"),
     Client("scanner", "198.51.100.80", None, "connects, reads the greeting, quits"),
     Client("dropper", "198.51.100.81", None, "drops the connection after RCPT"),
+    Client("redteam", "203.0.113.88", None,
+           "RCPT TO/MAIL FROM addresses quoting relay=[victim]: tries to get others banned"),
+    Client("redteam6", "2001:db8:2::88", None,
+           "the same over IPv6, with VRFY/EXPN/ETRN arguments quoting relay=[victim]"),
 ]
 BY_NAME = {c.name: c for c in CLIENTS}
 INJECTED = "198.51.100.10"
+
+#: the addresses the red team tries to get banned: (who, address)
+VICTIMS = [("partner-mta", "198.51.100.10"), ("bank-mta", "198.51.100.25"),
+           ("the server", SERVER6)]
+
+# The red team's SMTP commands, sent word for word.  RFC 5321 lets a quoted
+# local part hold spaces, commas, "<", ">" and "\"-escapes; sendmail logs the
+# address in arg1= and again in the reject= echo, so the text can imitate
+# sendmail's own fields.  The client is the relay= right after the complete
+# address; a backslash before '"' or '>' reads two ways in the log (8.17
+# doubles it), so such a line blames nobody.
+_FRAME = 'reject=550 5.7.1 <x>... Relaying denied. '
+#: first connection, while its reverse zone fails (SERVFAIL: {client_resolve}
+#: TEMP, "450 Relaying temporarily denied"): a transaction whose sender fakes
+#: a delivered message's size= and nrcpts= in the from= line sendmail logs at
+#: RSET (to earn the trust of a sender of accepted mail), then three relay
+#: attempts
+REDTEAM_TEMP = [
+    'MAIL FROM:<"a, size=900, class=0, nrcpts=3, x"@example.net>',
+    'RCPT TO:<%s@%s>' % (USER, DOMAIN),
+    'RSET',
+    'MAIL FROM:<redteam@example.net>',
+    'RCPT TO:<"a, relay=[198.51.100.10], %s"@elsewhere.example>' % _FRAME,
+    'RCPT TO:<"b, relay=[198.51.100.25], reject=450 4.4.0 <x>... Relaying temporarily denied. '
+    'Cannot resolve PTR record for 198.51.100.25 "@elsewhere.example>',
+    'RCPT TO:"c, relay=[IPv6:2001:db8:1::1]"@elsewhere.example',
+]
+#: second connection, reverse lookups failing for good ({client_resolve}
+#: FAIL, "550 Relaying denied"): first what blames nobody (backslashes
+#: that read two ways once sendmail 8.17 has doubled them, an address
+#: sendmail refuses), then relay probes that parse, each framing a victim
+REDTEAM_550 = [
+    'MAIL FROM:<redteam@example.net>',
+    'RCPT TO:<"a\\"b, relay=[198.51.100.10], %s"@elsewhere.example>' % _FRAME,
+    'RCPT TO:<a\\>b(c, relay=[198.51.100.25])@elsewhere.example>',
+    'RCPT TO:<"a\\\\\\", relay=[198.51.100.10], %s"@elsewhere.example>' % _FRAME,
+    'RCPT TO:<a\\>b, relay=[198.51.100.25]@elsewhere.example>',
+    'RCPT TO:<"a\\\\", relay=[198.51.100.10], %s"@elsewhere.example>' % _FRAME,
+    # a backslash inside quotes before ">": one reading
+    'RCPT TO:<"a\\>b, relay=[198.51.100.25]"@elsewhere.example>',
+    'RCPT TO:<"a, relay=[198.51.100.10], %s"@elsewhere.example>' % _FRAME,
+    # fail2ban's stock sendmail-reject reads arg1 as <\S+@\S+> and accepts
+    # anything after "550 5.7.1 <arg1>... Rejected: ": a quote opened in the
+    # first copy of <"q(@x> is closed by the second, whose "(" opens a
+    # comment that hides the rest
+    'RCPT TO:<"q(@x>, relay=[198.51.100.10], reject=550 5.7.1 <"q(@x>... Rejected: )'
+    '@elsewhere.example>',
+    'RCPT TO:<"r(@x>, relay=[198.51.100.10], reject=550 5.7.1 <"r(@x>... Rejected: )'
+    '@elsewhere.example>',
+    'RCPT TO:<"s(@x>, relay=[198.51.100.10], reject=550 5.7.1 <"s(@x>... Rejected: )'
+    '@elsewhere.example>',
+    'RCPT TO:<"a>b, relay=[198.51.100.25]"@elsewhere.example>',
+    'RCPT TO:<"c, relay=[IPv6:2001:db8:1::1], %s"@elsewhere.example>' % _FRAME,
+    'RCPT TO:"d, relay=[198.51.100.10]"@elsewhere.example',
+    'RCPT TO:<@route.example,@r2:"q, relay=[198.51.100.10]"@elsewhere.example>',
+    'RCPT TO:<"a b c, relay=mail.partner.example [198.51.100.10] (may be forged), '
+    'reject=550"@elsewhere.example>',
+]
+REDTEAM6_TEMP = [
+    'MAIL FROM:<redteam6@example.net>',
+    'RCPT TO:<"a, relay=[198.51.100.10], %s"@elsewhere.example>' % _FRAME,
+]
+#: a sender in a domain that does not exist, a relay probe, then the
+#: VRFY/EXPN/ETRN arguments (logged after the client field)
+REDTEAM6_550 = [
+    'MAIL FROM:<"x, relay=[198.51.100.10]"@nx.example>',
+    'MAIL FROM:<redteam6@example.net>',
+    'RCPT TO:<"a, relay=[IPv6:2001:db8:1::1], %s"@elsewhere.example>' % _FRAME,
+    'RCPT TO:<"e, relay=[IPv6:2001:db8:1:0:0:0:0:1], reject=550 5.7.1 <x>... Relaying denied. '
+    'IP name lookup failed [IPv6:2001:db8:1:0:0:0:0:1]"@elsewhere.example>',
+    'VRFY a, relay=[198.51.100.10], reject=x',
+    'EXPN b, relay=[IPv6:2001:db8:1::1]',
+    'ETRN c, relay=[198.51.100.25]',
+    'VRFY <"a, relay=[198.51.100.25]"@lab.example>',
+]
 
 
 def why_unavailable():
@@ -192,6 +277,83 @@ class SyslogReceiver:
         self._f.close()
 
 
+class ReverseDNS:
+    """The lab's name server, on 127.0.0.1:53 in the server namespace (the
+    resolv.conf sendmail sees).  It answers every query NXDOMAIN (what the
+    lab's hosts file does not know does not exist), except a PTR query for
+    an address in `tempfail`: SERVFAIL, as from a reverse zone whose
+    servers are lame.  sendmail then sets {client_resolve} to TEMP for that
+    connection (h_errno TRY_AGAIN) instead of FAIL, and check_rcpt answers a
+    relay attempt "450 Relaying temporarily denied. Cannot resolve PTR
+    record for ..." instead of "550 Relaying denied. IP name lookup failed".
+    Queries are parsed only as far as the question; nothing else is sent
+    anywhere."""
+
+    def __init__(self, ns):
+        self.tempfail = set()           # addresses (str) whose PTR fails
+        self.answered = []              # (qname, qtype, rcode)
+        self._lock = threading.Lock()
+        self._stop = False
+
+        def make():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 53))
+            s.settimeout(0.2)
+            return s
+        self.sock = ns.call(make)
+        self.thread = threading.Thread(target=self._run, name="lab-dns", daemon=True)
+        self.thread.start()
+
+    def set_tempfail(self, addrs):
+        with self._lock:
+            self.tempfail = {ipaddress.ip_address(a).reverse_pointer for a in addrs}
+
+    @staticmethod
+    def _question(data):
+        """(qname, qtype, end of the question) of a query, or None."""
+        if len(data) < 12 or data[2] & 0x80 or int.from_bytes(data[4:6], "big") != 1:
+            return None
+        i, labels = 12, []
+        while i < len(data) and data[i] and len(labels) < 128:
+            n = data[i]
+            if n & 0xC0 or i + 1 + n > len(data):
+                return None
+            labels.append(data[i + 1:i + 1 + n].decode("ascii", "replace"))
+            i += 1 + n
+        if i + 5 > len(data) or data[i]:
+            return None
+        qtype = int.from_bytes(data[i + 1:i + 3], "big")
+        return ".".join(labels).lower(), qtype, i + 5
+
+    def _run(self):
+        while not self._stop:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            q = self._question(data)
+            if q is None:
+                continue
+            qname, qtype, end = q
+            with self._lock:
+                fail = qtype == 12 and qname in self.tempfail
+            rcode = 2 if fail else 3                    # SERVFAIL, NXDOMAIN
+            flags = 0x8000 | (data[2] & 0x79) << 8 | 0x0400 | 0x0080 | rcode  # QR AA RA
+            reply = data[:2] + flags.to_bytes(2, "big") + b"\0\1\0\0\0\0\0\0" + data[12:end]
+            self.answered.append((qname, qtype, rcode))
+            try:
+                self.sock.sendto(reply, peer)
+            except OSError:
+                pass
+
+    def close(self):
+        self._stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+
 # ------------------------------------------------------------------- lab --
 
 class Lab:
@@ -212,6 +374,7 @@ class Lab:
         self.nets = []
         self.procs = []
         self.syslog = None
+        self.dns = None
         self.t0 = time.monotonic()
         self.t0_wall = time.time()
         self._mark = self.t0
@@ -223,6 +386,7 @@ class Lab:
         self.delivered = {c.name: 0 for c in CLIENTS}
         self.refused = {}                # final probe: name -> bool
         self.latency = {}                # guesser -> seconds to its refused connection
+        self.redteam_t = None            # when the red team began (s since the start)
         self.ban_latency = {}            # guesser -> seconds to fail2ban's "Ban"
         self._torn = False
 
@@ -250,6 +414,7 @@ class Lab:
         self._files()
         self.syslog = SyslogReceiver(os.path.join(self.dir, "dev", "log"),
                                      os.path.join(self.dir, "maillog"))
+        self.dns = ReverseDNS(self.server)
         self._start_sendmail()
         self._start_fail2ban()
         self._mark = time.monotonic()
@@ -302,8 +467,11 @@ class Lab:
         hosts.append("198.51.100.200 example.net")
         self._write("hosts", "\n".join(hosts) + "\n")
         self._write("service.switch", "hosts files\naliases files\n")
+        # the C library's lookups (a client's reverse lookup) go on to the
+        # lab's own name server (ReverseDNS); sendmail's own host lookups
+        # follow service.switch: files only
         self._write("nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\n"
-                    "hosts: files\nnetworks: files\nservices: files\nprotocols: files\n")
+                    "hosts: files dns\nnetworks: files\nservices: files\nprotocols: files\n")
         self._write("resolv.conf", "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
         self._write("trusted-users", "")
         self._write("relay-domains", "")
@@ -480,6 +648,8 @@ class Lab:
             time.sleep(0.1)
         for n in self.nets:
             n.close()
+        if self.dns:
+            self.dns.close()
         if self.syslog:
             self.syslog.close()
         if self.dir:
@@ -762,6 +932,8 @@ class Lab:
         self.say("%s %s: VRFY/EXPN -> %s" % (prober.name, prober.addr, self.vrfy_expn(prober)))
         self.flush(1.5)
 
+        self.red_team()
+
         self.say("%s %s: delivers over TLS 1.3 again -> %s" % (
             partner.name, partner.addr, self.deliver(partner, 2, modern)))
         self.flush(1.5)
@@ -778,6 +950,52 @@ class Lab:
             ", ".join(c.name for c in CLIENTS if self.refused[c.name]) or "nobody"))
         self.flush(0.5)
         return self.result()
+
+    def dialogue(self, c, cmds):
+        """One SMTP session from c: EHLO, then each command sent word for
+        word (smtplib's docmd), then QUIT.  The reply codes, ending in "cut
+        off" when the connection broke (a ban lands), or ["refused"]."""
+        s = self.smtp(c)
+        if s is None:
+            return ["refused"]
+        codes = []
+        try:
+            s.ehlo()
+            for cmd in cmds:
+                codes.append(str(s.docmd(cmd)[0]))
+            s.quit()
+        except (smtplib.SMTPException, OSError):
+            codes.append("cut off")
+            s.close()
+        return codes
+
+    def red_team(self):
+        """Two attackers that try to get the partner MTA, the bank's MTA and
+        the server itself banned with envelope addresses and VRFY/EXPN/ETRN
+        arguments imitating sendmail's fields; each must be banned itself,
+        on its own 550 relay probes, and none of its victims."""
+        rt, rt6 = BY_NAME["redteam"], BY_NAME["redteam6"]
+        self.redteam_t = self._mark - self.t0
+        self.dns.set_tempfail([rt.addr, rt6.addr])
+        codes = self.dialogue(rt, REDTEAM_TEMP)
+        self.say("%s %s: its reverse zone fails (SERVFAIL); MAIL FROM faking size=900, "
+                 "nrcpts=3, RCPT TO a local user, RSET, MAIL FROM, 3 RCPT TO quoting "
+                 "relay=[victim] -> %s" % (rt.name, rt.addr, " ".join(codes)))
+        self.flush(0.3)
+        codes = self.dialogue(rt6, REDTEAM6_TEMP)
+        self.say("%s %s: its reverse zone fails too; RCPT TO quoting relay=[victim] -> %s"
+                 % (rt6.name, rt6.addr, " ".join(codes)))
+        self.flush(0.3)
+        self.dns.set_tempfail([])
+        codes = self.dialogue(rt, REDTEAM_550)
+        self.say("%s %s: its reverse lookup fails for good; %d RCPT TO quoting relay=[victim] "
+                 "(5 that read two ways or do not parse, 3 aimed at the stock filter) -> %s"
+                 % (rt.name, rt.addr, len(REDTEAM_550) - 1, " ".join(codes)))
+        self.flush(0.3)
+        codes = self.dialogue(rt6, REDTEAM6_550)
+        self.say("%s %s: MAIL FROM in a domain that does not exist, 2 RCPT TO, VRFY/EXPN/ETRN "
+                 "quoting relay=[victim] -> %s" % (rt6.name, rt6.addr, " ".join(codes)))
+        self.flush(1.5)
 
     def drop_after_rcpt(self, c):
         s = self.smtp(c)
@@ -817,6 +1035,21 @@ class Lab:
             s.close()
         return " ".join(codes)
 
+    def victims(self):
+        """{address: {"who", "banned", "framed"}} for the red team's victims:
+        framed when its first ban came after the red team started."""
+        first = {}
+        for jail, ip, t in self.bans(times=True):
+            first.setdefault(_norm(ip), (t, jail))
+        out = {}
+        for who, addr in VICTIMS:
+            ban = first.get(_norm(addr))
+            out[addr] = {"who": who, "banned": ban is not None,
+                         "framed": ban is not None and self.redteam_t is not None
+                         and ban[0] >= self.redteam_t,
+                         "jail": ban[1] if ban else None}
+        return out
+
     def result(self):
         return {
             "mode": self.mode,
@@ -827,12 +1060,20 @@ class Lab:
                         for c in CLIENTS},
             "bank_messages": BANK_MESSAGES,
             "injected_banned": INJECTED in self.banned_ips,
+            "victims": self.victims(),
             "queued": self.queued,
             "latency": dict(self.latency),
             "ban_latency": dict(self.ban_latency),
             "verdicts": list(self.verdicts),
             "bans": self.bans(),
         }
+
+
+def _norm(ip):
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return ip
 
 
 # ------------------------------------------------------------- teardown --
@@ -934,6 +1175,19 @@ def table(results):
             row += " | %-9s %-7s %-12s" % (dl, "BANNED" if cr["banned"] else "no",
                                             "refused" if cr["refused"] else "accepted")
         rows.append(row.rstrip())
+    # the red team's victims, clients or not
+    rows.append("")
+    head = "%-28s" % "framed by the red team"
+    for r in results:
+        head += " | %-30s" % "banned"
+    rows.append(head.rstrip())
+    for who, addr in VICTIMS:
+        row = "%-12s %-15s" % (who, addr)
+        for r in results:
+            v = r["victims"][addr]
+            row += " | %-30s" % ("BANNED (framed)" if v["framed"] else
+                                 "BANNED before the red team" if v["banned"] else "no")
+        rows.append(row.rstrip())
     return rows
 
 
@@ -970,6 +1224,14 @@ def main(argv=None):
               "text, as RFC 3207 says.  The stock sendmail-reject[mode=extra] bans it on the\n"
               "\"did not issue MAIL\" lines that follow the failed handshakes, and its mail\n"
               "stays queued at the bank; smban classifies those lines tls-fallback (benign).")
+        stock = results[-1]
+        framed = stock["victims"][INJECTED]["framed"]
+        if framed and not results[0]["victims"][INJECTED]["banned"]:
+            print("\nredteam: RCPT TO:<\"q(@x>, relay=[%s], reject=550 5.7.1 <\"q(@x>... "
+                  "Rejected: )@elsewhere.example>\nis a valid address; the stock sendmail-reject reads "
+                  "<\"q(@x> as the whole arg1 and\nthe relay= after it as the client, and bans "
+                  "the partner MTA.  smban parses the\naddress to its end and bans the red team."
+                  % INJECTED)
     return 0
 
 

@@ -3,9 +3,11 @@ fail2ban in private namespaces (lab/lab.py), with assertions on what an
 operator would see.
 
 The scenario runs once with the smban jail and once with fail2ban's stock
-sendmail-auth + sendmail-reject[mode=extra] jails (about 40 s each).  Needs
-root and the lab's packages (make lab-deps); skips naming what is missing.
+sendmail-auth + sendmail-reject[mode=extra] jails (about 45 s each), red team
+included.  Needs root and the lab's packages (make lab-deps); skips naming
+what is missing.
 """
+import ipaddress
 import os
 import re
 import signal
@@ -49,9 +51,23 @@ def stock_run():
 
 
 def lines_of(res, c):
-    """(line, Event) pairs of the sendmail lines naming IPv4 client c."""
-    tag = "[" + c.addr + "]"
+    """(line, Event) pairs of the sendmail lines naming client c in a client
+    field (sendmail writes an IPv6 address uncompressed, after "IPv6:")."""
+    if c.family == 6:
+        tag = "[IPv6:%s]" % ":".join(
+            "%x" % int(h, 16) for h in ipaddress.ip_address(c.addr).exploded.split(":"))
+    else:
+        tag = "[" + c.addr + "]"
     return [(line, ev) for line, ev in res["verdicts"] if tag in line]
+
+
+def sessions_of(res, c):
+    """(line, Event) pairs of every line of the sendmail processes that
+    served client c (the lines of a refused address carry no client field)."""
+    pid = re.compile(r" sendmail\[(\d+)\]: ")
+    pids = {pid.search(l).group(1) for l, _ in lines_of(res, c) if pid.search(l)}
+    return [(l, e) for l, e in res["verdicts"]
+            if pid.search(l) and pid.search(l).group(1) in pids]
 
 
 def test_final_table_smban(smban_run):
@@ -65,7 +81,8 @@ def test_final_table_smban(smban_run):
     assert smban_run["queued"] == sum(c["delivered"] for c in r.values())
     assert not r["partner-mta"]["banned"] and not r["partner-mta"]["refused"]
     # abuse: banned, then refused at TCP
-    for name in ("guesser", "guesser6", "pregreeter", "prober", "injector"):
+    for name in ("guesser", "guesser6", "pregreeter", "prober", "injector", "redteam",
+                 "redteam6"):
         assert r[name]["banned"], name
         assert r[name]["refused"], name
     # not abuse in normal mode
@@ -75,7 +92,8 @@ def test_final_table_smban(smban_run):
     assert not smban_run["injected_banned"]
     assert lab.INJECTED not in {ip for _, ip in smban_run["bans"]}
     # every ban is one of the abusers
-    abusers = {C[n].addr for n in ("guesser", "guesser6", "pregreeter", "prober", "injector")}
+    abusers = {C[n].addr for n in ("guesser", "guesser6", "pregreeter", "prober", "injector",
+                                   "redteam", "redteam6")}
     assert {ip for _, ip in smban_run["bans"]} == abusers
 
 
@@ -94,8 +112,10 @@ def test_smban_classes_of_the_real_lines(smban_run):
     assert len(fallback) == smban_run["bank_messages"]
     for line, ev in fallback:
         assert (ev.kind, ev.name, ev.ip, ev.failures) == ("benign", "tls-fallback", bank.addr, 0)
-    # nothing the bank's MTA did counted toward a ban
-    assert all(e is None or not e.failures for l, e in lines_of(smban_run, bank))
+    # nothing the bank's MTA did counted toward a ban (the red team's lines
+    # name it too, and count for the red team)
+    assert all(not e.failures for l, e in lines_of(smban_run, bank)
+               if e is not None and e.ip == bank.addr)
 
     # AUTH failures: ban, attributed to the connecting address, never to the
     # address injected in the user name
@@ -114,7 +134,7 @@ def test_smban_classes_of_the_real_lines(smban_run):
     assert len(pre) == lab.MAXRETRY
     assert all((e.kind, e.name, e.ip) == ("ban", "pregreeting", C["pregreeter"].addr)
                for l, e in pre)
-    vrfy = [(l, e) for l, e in v if l.endswith("[rejected]")]
+    vrfy = [(l, e) for l, e in lines_of(smban_run, C["prober"]) if l.endswith("[rejected]")]
     assert len(vrfy) == 4
     assert all((e.kind, e.name, e.ip) == ("ban", "vrfy-expn-rejected", C["prober"].addr)
                for l, e in vrfy)
@@ -129,7 +149,7 @@ def test_smban_classes_of_the_real_lines(smban_run):
 
     # the classes that counted are exactly the abuse ones
     assert {e.name for l, e in v if e is not None and e.failures} == {
-        "auth-failure", "pregreeting", "vrfy-expn-rejected"}
+        "auth-failure", "pregreeting", "vrfy-expn-rejected", "relay-denied"}
     # deliveries were seen as such
     assert sum(1 for l, e in v if e is not None and e.name == "envelope"
                and "nrcpts=1" in l and e.ip == bank.addr) == smban_run["bank_messages"]
@@ -159,10 +179,76 @@ def test_stock_filters_reproduce_the_story(stock_run, smban_run):
     assert r["bank-mta"]["banned"] and r["bank-mta"]["refused"]
     assert r["bank-mta"]["delivered"] < stock_run["bank_messages"]
     assert ("sendmail-reject", C["bank-mta"].addr) in stock_run["bans"]
-    # the abusers are banned there too, the injected address is not
+    # the abusers are banned there too; the AUTH injector did not get the
+    # address in its user name banned
     for name in ("guesser", "guesser6", "pregreeter", "prober"):
         assert r[name]["banned"] and r[name]["refused"], name
-    assert not stock_run["injected_banned"]
+    assert ("sendmail-auth", lab.INJECTED) not in stock_run["bans"]
+
+
+def test_red_team_frames_nobody(smban_run):
+    """The red team's real lines: each blames the attacker or nobody; the
+    attackers are banned on their own 550 relay probes, the partner, the bank
+    and the server itself never."""
+    rt, rt6 = C["redteam"], C["redteam6"]
+    r = smban_run["clients"]
+    print("\n" + "\n".join(lab.table([smban_run])))
+    for addr, v in smban_run["victims"].items():
+        assert not v["banned"], (addr, v)
+    assert r["partner-mta"]["delivered"] == 2 and not r["partner-mta"]["refused"]
+    for c in (rt, rt6):
+        assert r[c.name]["banned"] and r[c.name]["refused"], c.name
+        assert ("smban", c.addr) in smban_run["bans"]
+    victims = {lab._norm(a) for a in smban_run["victims"]}
+    assert not [l for l, e in smban_run["verdicts"]
+                if e is not None and e.failures and lab._norm(e.ip) in victims]
+    for c in (rt, rt6):
+        mine = sessions_of(smban_run, c)
+        assert len(mine) > 5
+        bad = [(l, e and e.ip) for l, e in mine if e is not None and lab._norm(e.ip) != c.addr]
+        assert not bad, bad
+
+    ours = sessions_of(smban_run, rt)
+    # the 450 shape (its reverse zone answered SERVFAIL): suspect, its own
+    # (the addresses quote sendmail's reject texts: what the line ends with)
+    temp = [(l, e) for l, e in ours if l.endswith(" Cannot resolve PTR record for " + rt.addr)]
+    assert len(temp) == 3
+    for line, ev in temp:
+        assert ", relay=[%s], reject=450 4.4.0 " % rt.addr in line, line
+        assert (ev.kind, ev.name, ev.ip, ev.failures) == ("suspect", "dns-tempfail", rt.addr, 0)
+    temp6 = [(l, e) for l, e in sessions_of(smban_run, rt6)
+             if l.endswith(" Cannot resolve PTR record for IPv6:2001:db8:2:0:0:0:0:88")]
+    assert len(temp6) == 1
+    assert (temp6[0][1].name, temp6[0][1].ip) == ("dns-tempfail", rt6.addr)
+
+    # the 550 shape: every RCPT sendmail did not refuse as malformed
+    deny = [(l, e) for l, e in ours
+            if l.endswith("... Relaying denied. IP name lookup failed [%s]" % rt.addr)]
+    assert len(deny) == len(lab.REDTEAM_550) - 3, deny
+    assert all(", relay=[%s], reject=550 5.7.1 " % rt.addr in l for l, e in deny)
+    two_ways = [(l, e) for l, e in deny
+                if 'arg1=<"a\\\\"b,' in l or "arg1=<a\\\\>b(" in l or '<"a\\\\\\\\\\\\",' in l]
+    assert len(two_ways) == 3 and all(e is None for l, e in two_ways), two_ways
+    counted = [e for l, e in deny if e is not None and e.failures]
+    assert len(counted) == len(deny) - 3 >= lab.MAXRETRY
+    assert {(e.kind, e.name, e.ip) for e in counted} == {("ban", "relay-denied", rt.addr)}
+    # banned on its relay probes alone
+    assert {e.name for l, e in ours if e is not None and e.failures} == {"relay-denied"}
+    # the sender faking size=900, nrcpts=3: sendmail's own fields follow it
+    env = [(l, e) for l, e in ours if e is not None and e.name == "envelope"
+           and "nrcpts=3, x" in l]
+    assert len(env) == 1 and ", size=0, class=0, nrcpts=1, " in env[0][0]
+    assert env[0][1].detail == "0" and env[0][1].ip == rt.addr
+
+
+def test_stock_filters_framed_by_the_red_team(stock_run):
+    """fail2ban's stock sendmail-reject (Debian 12's fail2ban 1.0.2) reads
+    arg1 as <\\S+@\\S+>: the red team's <"q(@x>, relay=[partner], ...
+    Rejected: )@elsewhere.example> gets the partner MTA banned."""
+    v = stock_run["victims"][lab.INJECTED]
+    print("\nstock: partner-mta %s" % v)
+    assert v["framed"] and v["jail"] == "sendmail-reject"
+    assert stock_run["clients"]["partner-mta"]["refused"]
 
 
 def _gone(left):

@@ -85,6 +85,13 @@ def anchor_problems(rule):
             bad.append("a field before relay= is skipped, not parsed: %s" % spans(head))
         if "<FIELD>" not in head:
             bad.append("no grammar for the fields before relay=")
+    elif a == "only":
+        # no grammar for the client text: the line must hold one ", relay="
+        if not p.startswith("<RULESET_TEXT>"):
+            bad.append("anchor only, but not the free-text ruleset opening")
+        elif "(?!.*, relay=)" not in MACROS["RULESET_TEXT"] or \
+                "(?:(?!, relay=).)*" not in MACROS["RULESET_TEXT"]:
+            bad.append("anchor only, but a second ', relay=' is not ruled out")
     else:
         bad.append("unknown anchor %r" % a)
     return bad
