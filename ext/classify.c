@@ -952,22 +952,26 @@ static long span_long(smban_span s)
  * starts a new transaction: the address, the recipients and the failures
  * still waiting for an address are dropped, so nothing learnt from one
  * client is charged to the next; only the TLS failure mark stays (it can
- * only spare).  A line without a queue id that shows its own address
- * belongs to the current client: the next queue id continues with it. */
+ * only spare).  The first queue id after lines without one keeps nothing
+ * but that mark either: those lines may be the previous client's. */
 static void new_session_check(smban_classifier *c, smban_session *s, int own,
-                              uint32_t h, int ip_from_line)
+                              uint32_t h)
 {
     int fresh = own == SMBAN_C_CONNECT;
-    if (fresh || (h && s->qid && s->qid != h)) {
+    /* an address shown only by lines without a queue id (a connection
+     * refused by check_relay logs nothing else) may be the previous
+     * client's: the first queue id does not take it over */
+    if (fresh || (h && s->qid && s->qid != h)
+        || (h && !s->qid && (s->flags & SMBAN_S_ADDR_NOQID))) {
         c->cnt.dropped += (uint64_t)(s->pending_ban + s->pending_suspect);
         s->family = 0;
-        s->flags &= fresh ? 0 : SMBAN_S_TLS_FAILED;
+        s->flags &= fresh ? 0 : SMBAN_S_TLS_FAILED;    /* ADDR_NOQID goes too */
         s->nrcpt = 0;
         s->pending_ban = s->pending_suspect = 0;
         s->pending_cls = -1;
         memset(s->rcpt, 0, sizeof s->rcpt);
     }
-    if (h || fresh || ip_from_line)
+    if (h || fresh)
         s->qid = h;
 }
 
@@ -1009,10 +1013,14 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
     /* the transaction: a hash of the queue id, 0 for a line without one */
     uint32_t line_qid = qid->p ? (uint32_t)smban_hash_bytes(qid->p, qid->n, 3) | 1 : 0;
     if (s)
-        new_session_check(c, s, own, line_qid, ip_from_line);
+        new_session_check(c, s, own, line_qid);
     if (s && ip_from_line) {
         s->family = (uint8_t)ev->family;
         memcpy(s->addr, ev->addr, 16);
+        if (line_qid || own == SMBAN_C_CONNECT)
+            s->flags &= (uint8_t)~SMBAN_S_ADDR_NOQID;
+        else
+            s->flags |= SMBAN_S_ADDR_NOQID;
     } else if (s && s->family && (qid->p || kind == SMBAN_BENIGN || kind == SMBAN_INFO)) {
         /* a line that could count takes the session's address only within
          * the transaction that showed it (same queue id): without one,

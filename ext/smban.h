@@ -120,6 +120,7 @@ double smban_utc(int year, int mon, int mday, int hour, int min, double sec);
 #define SMBAN_NRCPT 8
 #define SMBAN_S_TLS_FAILED 1   /* a TLS handshake failed in this session */
 #define SMBAN_S_COUNTED 2      /* a failure was counted for this session */
+#define SMBAN_S_ADDR_NOQID 4   /* the address came from a line without a queue id */
 
 /* One session (key: syslog host, program, pid) or one trusted IP.
  * The payload fields are the classifier's; the table only keys, links and

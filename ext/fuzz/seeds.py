@@ -2,11 +2,13 @@
 
     python3 ext/fuzz/seeds.py OUTDIR FIXTURE.log...
 
-writes OUTDIR/{frame,line,session,addr,table}/ with one file per seed:
-each log line (frame, line), runs of 24 consecutive lines of one fixture
-(session), each bracketed client address with a family and prefix byte in
-front (addr), and a few operation programs for the table harness.  File
-names are content hashes, so rebuilding gives the same corpus.
+writes OUTDIR/{frame,line,session,addr,table,blame}/ with one file per
+seed: each log line (frame, line), runs of 24 consecutive lines of one
+fixture (session), each bracketed client address with a family and prefix
+byte in front (addr), a few operation programs for the table harness, and
+client text that imitates sendmail's fields, for every format and client
+form of fuzz_blame.c (blame).  File names are content hashes, so
+rebuilding gives the same corpus.
 """
 import hashlib
 import os
@@ -14,6 +16,24 @@ import re
 import sys
 
 ADDR = re.compile(rb"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]")
+
+#: fuzz_blame.c: the number of formats (its NFORMATS) and texts a client
+#: would plant ("\x01" splits a text between a line's two client fields)
+BLAME_FORMATS = 27
+BLAME_TEXTS = [
+    b'"a, relay=[203.0.113.66], reject=550 5.7.1 <x>... Relaying denied. "@elsewhere.example',
+    b'<"a, relay=[203.0.113.66], reject=550 5.7.1 <x>... Relaying denied. "@elsewhere.example>',
+    b'"a, relay=[IPv6:2001:db8:bad::66]"@elsewhere.example',
+    b'"a\\\\"b, relay=[203.0.113.66]"@elsewhere.example',
+    b'"a>b, relay=h.example [203.0.113.66] (may be forged)"@x',
+    b'"a, size=900, class=0, nrcpts=3, x"@example.net\x01<m, relay=[203.0.113.66]@x>',
+    b'x, relay=[203.0.113.66], reject=550 5.7.1 <x>... Relaying denied.',
+    b'root, relay=[203.0.113.66]\x01SASL(-13): user=x, relay=[203.0.113.66]',
+    b'[203.0.113.66]: possible SMTP attack: command=AUTH, count=5',
+    b'GET / HTTP/1.0\\r\\n, relay=[203.0.113.66]',
+    b'a' * 120 + b'.example',
+    b'relay-203-0-113-66.example',
+]
 
 
 def log_lines(path):
@@ -52,7 +72,13 @@ def main(outdir, paths):
     write(outdir, "table", bytes(b for k in range(8) for b in (1, k, 4, 0)), seen)
     write(outdir, "table", bytes(b for k in range(16) for b in (1 + (k & 2), k % 7, 60, 0)), seen)
     write(outdir, "table", bytes(b for k in range(12) for b in (k & 3, k * 5 % 32, 200 - k, 0xff)), seen)
-    counts = {k: sum(1 for kind, _ in seen if kind == k) for k in ("frame", "line", "session", "addr", "table")}
+    # blame: format byte, client byte, then client text imitating fields
+    for fmt in range(BLAME_FORMATS):
+        for who in (0, 2, 7, 9, 14):
+            for text in BLAME_TEXTS:
+                write(outdir, "blame", bytes((fmt, who)) + text, seen)
+    counts = {k: sum(1 for kind, _ in seen if kind == k)
+              for k in ("frame", "line", "session", "addr", "table", "blame")}
     print("seeds: " + ", ".join("%s %d" % kv for kv in counts.items()))
 
 
