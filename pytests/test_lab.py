@@ -149,7 +149,7 @@ def test_smban_classes_of_the_real_lines(smban_run):
 
     # the classes that counted are exactly the abuse ones
     assert {e.name for l, e in v if e is not None and e.failures} == {
-        "auth-failure", "pregreeting", "vrfy-expn-rejected", "relay-denied"}
+        "auth-failure", "pregreeting", "vrfy-expn-rejected", "relay-denied", "sender-domain"}
     # deliveries were seen as such
     assert sum(1 for l, e in v if e is not None and e.name == "envelope"
                and "nrcpts=1" in l and e.ip == bank.addr) == smban_run["bank_messages"]
