@@ -43,6 +43,7 @@ module in sys.modules under its file name, which would shadow the package.
 import sys
 
 from fail2ban.server.actions import ActionBase
+from fail2ban.version import version as FAIL2BAN_VERSION
 
 try:
     from smban.engine import Engine
@@ -95,7 +96,8 @@ class SmbanEngine(ActionBase):
         if why is None:
             self._logSys.notice(
                 "[%s] smban-engine %s: smban's C classifier processes the jail's "
-                "lines (mode=%s)", name, verb, self._engine.mode)
+                "lines (mode=%s, fail2ban %s)", name, verb, self._engine.mode,
+                FAIL2BAN_VERSION)
         else:
             self._logSys.warning(
                 "[%s] smban-engine stands down, the regex filter stays in charge: %s",

@@ -11,7 +11,7 @@ import pytest
 
 import smban
 import smban.engine
-from conftest import all_samples, f2b_failures, load_f2b_filter
+from conftest import all_samples, f2b_failures, load_f2b_filter, modified_twin
 from smban.filter import twin_rules
 
 AUTH_NO_RELAY = ("{t} old sendmail[{pid}]: 32E5lOxs{pid:06d}: AUTH failure (LOGIN): "
@@ -76,19 +76,27 @@ def test_attaching_twice_replaces_instead_of_wrapping(flt):
     assert "processLine" not in flt.__dict__
 
 
-def test_stands_down_on_a_modified_filter(f2b_confdir, tmp_path):
+@pytest.mark.parametrize("how", ["added", "edited", "reordered"])
+def test_stands_down_on_a_modified_filter(f2b_confdir, tmp_path, how):
     d = tmp_path / "conf"
     shutil.copytree(f2b_confdir, d)
     conf = d / "filter.d" / "smban.conf"
-    text = conf.read_text()
-    conf.write_text(text.replace("failregex = ^AUTH", "failregex = ^extra <ADDR>$\n"
-                                 "            ^AUTH", 1))
+    text, reason = modified_twin(conf.read_text(), how)
+    conf.write_text(text)
     f = load_f2b_filter(str(d), "smban")
-    assert len(f.getFailRegex()) == len(twin_rules()) + 1
+    assert len(f.getFailRegex()) == len(twin_rules()) + (how == "added")
     e = smban.engine.Engine(f)
     why = e.attach()
-    assert "not smban's unmodified regex twin" in why and not e.attached()
-    assert "processLine" not in f.__dict__
+    assert why == "the jail's filter is not smban's unmodified regex twin: " + reason
+    assert not e.attached() and "processLine" not in f.__dict__
+    # the administrator's filter is what runs: fail2ban's own path
+    if how == "edited":
+        line = ("Dec  1 10:00:00 mx sendmail[7]: ruleset=check_rcpt, arg1=<a@b.example>, "
+                "relay=[203.0.113.5], reject=550 5.7.1 <a@b.example>... Relaying refused")
+        assert [str(r[1]) for r in f.processLine(line)] == ["203.0.113.5"]
+
+
+def test_stands_down_on_a_modified_filter_maxlines(f2b_confdir):
 
     f2 = load_f2b_filter(f2b_confdir, "smban")
     f2.setMaxLines(2)

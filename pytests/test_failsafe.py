@@ -29,6 +29,7 @@ import pytest
 
 import netns
 import smban
+from conftest import f2b_dist_params
 from test_fail2ban_e2e import Server, auth, did_not_issue, newpid, old_auth, stamp, \
     write_config
 
@@ -264,11 +265,11 @@ def sshd_failure(ip, pid):
             % (stamp(), pid, ip, 40000 + pid % 20000))
 
 
-def write_two_jails(d):
+def write_two_jails(d, config=F2B_CONFIG):
     """smban's jail (filter smban, both actions) as the e2e tests write it,
     then an sshd jail on a log of its own, defined after it."""
-    write_config(d)
-    shutil.copy(os.path.join(F2B_CONFIG, "filter.d", "sshd.conf"),
+    write_config(d, config=config)
+    shutil.copy(os.path.join(config, "filter.d", "sshd.conf"),
                 os.path.join(d, "filter.d", "sshd.conf"))
     with open(os.path.join(d, "jail.conf"), "a") as f:
         f.write("\n[sshd]\nenabled = true\nfilter = sshd\nbackend = polling\n"
@@ -299,13 +300,16 @@ def wait_for(pred, timeout):
 @needs_netns
 @pytest.mark.skipif(not os.path.isfile(os.path.join(F2B_CONFIG, "filter.d", "sshd.conf")),
                     reason="fail2ban's filter.d/sshd.conf not installed")
+@pytest.mark.parametrize("dist", f2b_dist_params())
 @pytest.mark.parametrize("kind", ["other-abi", "garbage"])
-def test_fail2ban_starts_every_jail_with_smban_broken(tmp_path, kind):
-    env = broken_env(tmp_path, kind)
+def test_fail2ban_starts_every_jail_with_smban_broken(tmp_path, kind, dist):
+    path = broken_install(tmp_path / ("broken-" + kind), kind)
+    env = dist.env(path + os.pathsep + PKG_PATH,
+                   XTABLES_LOCKFILE=str(tmp_path / "xtables.lock"))
     reason = BREAKAGES[kind][1]
     d = str(tmp_path / "f2b")
-    write_two_jails(d)
-    server = Server(d, env)
+    write_two_jails(d, config=dist.config)
+    server = Server(d, env, dist.client)
     n = netns.Netns("failsafe")
     try:
         with n.entered():

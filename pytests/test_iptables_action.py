@@ -10,11 +10,13 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
 import netns
+from conftest import f2b_dist_params
 
 import smban
 
@@ -31,11 +33,11 @@ pytestmark = [
 
 
 class Fail2ban:
-    def __init__(self, d, env):
-        self.dir, self.env = d, env
+    def __init__(self, d, env, client=("fail2ban-client",)):
+        self.dir, self.env, self.cmd = d, env, list(client)
 
     def client(self, *args, check=True):
-        r = subprocess.run(["fail2ban-client", "-c", self.dir, *args], env=self.env,
+        r = subprocess.run(self.cmd + ["-c", self.dir, *args], env=self.env,
                            capture_output=True, text=True, timeout=60)
         if check and r.returncode:
             raise AssertionError("fail2ban-client %s: %s%s" % (args, r.stdout, r.stderr))
@@ -59,9 +61,18 @@ class Fail2ban:
         while time.monotonic() < end:
             r = self.client("status", "smbantest", check=False)
             if r.returncode == 0:
+                self.check_interpreter()
                 return
             time.sleep(0.2)
         raise AssertionError("fail2ban did not start:\n" + self.log()[-3000:])
+
+    def check_interpreter(self):
+        """The server runs on this test run's interpreter (the one smban's
+        extension was built for), whichever fail2ban started it."""
+        with open(os.path.join(self.dir, "f2b.pid")) as f:
+            pid = int(f.read().strip())
+        exe = os.path.realpath("/proc/%d/exe" % pid)
+        assert exe == os.path.realpath(sys.executable), (exe, sys.executable)
 
     def kill(self):
         try:
@@ -91,16 +102,20 @@ def write_config(d, extra="", lockwait=5):
 
 
 @contextlib.contextmanager
-def fail2ban_in_netns(tmp_path, extra="", lockwait=5):
-    """A configured (not yet started) fail2ban-server whose calls run in a
-    private network namespace; stopped, killed and the namespace deleted at
-    the end of the block."""
+def fail2ban_in_netns(tmp_path, extra="", lockwait=5, dist=None):
+    """A configured (not yet started) fail2ban-server (Debian's, or DIST's:
+    a conftest.Fail2banDist) whose calls run in a private network
+    namespace; stopped, killed and the namespace deleted at the end of the
+    block."""
     d = str(tmp_path / "f2b")
     write_config(d, extra=extra, lockwait=lockwait)
-    env = dict(os.environ, XTABLES_LOCKFILE=str(tmp_path / "xtables.lock"),
-               PYTHONPATH=PKG_PATH)
+    xtables = str(tmp_path / "xtables.lock")
+    if dist is None:
+        env = dict(os.environ, XTABLES_LOCKFILE=xtables, PYTHONPATH=PKG_PATH)
+        server = Fail2ban(d, env)
+    else:
+        server = Fail2ban(d, dist.env(PKG_PATH, XTABLES_LOCKFILE=xtables), dist.client)
     n = netns.Netns("f2b")
-    server = Fail2ban(d, env)
     try:
         with n.entered():
             try:
@@ -112,9 +127,10 @@ def fail2ban_in_netns(tmp_path, extra="", lockwait=5):
         n.close()
 
 
-@pytest.fixture
-def f2b(tmp_path):
-    with fail2ban_in_netns(tmp_path) as server:
+@pytest.fixture(params=f2b_dist_params())
+def f2b(tmp_path, request):
+    """A started fail2ban-server with the smbantest jail, on each fail2ban."""
+    with fail2ban_in_netns(tmp_path, dist=request.param) as server:
         server.start()
         yield server
 
