@@ -4,6 +4,7 @@ once the engine is attached, and when the engine refuses to attach.
 """
 import logging
 import os
+import re
 import shutil
 import time
 
@@ -11,7 +12,8 @@ import pytest
 
 import smban
 import smban.engine
-from conftest import all_samples, f2b_failures, load_f2b_filter, modified_twin
+from conftest import all_samples, f2b_dist_params, f2b_failures, load_f2b_filter, \
+    modified_twin
 from smban.filter import twin_rules
 
 AUTH_NO_RELAY = ("{t} old sendmail[{pid}]: 32E5lOxs{pid:06d}: AUTH failure (LOGIN): "
@@ -267,3 +269,56 @@ def test_the_action_reload_keeps_it_and_rechecks_the_filter(flt, f2b_confdir, ca
         mod.Action(Jail(), "smban-engine", mode="paranoid")
     with pytest.raises(ValueError, match="max_sessions='many' is not a number"):
         mod.Action(Jail(), "smban-engine", max_sessions="many")
+
+
+@pytest.mark.parametrize("engine", [True, False], ids=["engine", "twin-alone"])
+def test_findtime_edge_while_catching_up(f2b_confdir, engine):
+    """Reading a log's backlog (not in operation), fail2ban drops lines
+    older than findtime.  On a clock held still: a line findtime - 5 s old
+    counts, one findtime + 5 s old does not, with the engine attached as
+    with fail2ban's own regex filter, and the failure keeps the line's date."""
+    from fail2ban.server.mytime import MyTime
+    f = load_f2b_filter(f2b_confdir, "smban")
+    f.checkAllRegex = False
+    f.checkFindTime = True
+    f.setFindTime(600)
+    f.inOperation = False
+    if engine:
+        smban.engine.Engine(f).attach()
+    now = int(time.time())
+    MyTime.setTime(now)
+    try:
+        inside = AUTH.format(t=stamp(now - 595), pid=6000, ip="198.51.100.50")
+        outside = AUTH.format(t=stamp(now - 605), pid=6001, ip="198.51.100.51")
+        got_in, got_out = f.processLine(inside), f.processLine(outside)
+    finally:
+        MyTime.setTime(None)
+    assert [(str(r[1]), r[2]) for r in got_in] == [("198.51.100.50", now - 595)]
+    assert got_out == []
+
+
+@pytest.mark.skipif(bool(os.environ.get("SMBAN_ENGINE_TREE")),
+                    reason="already running on a fail2ban tree")
+@pytest.mark.parametrize("dist", [p for p in f2b_dist_params() if p.values[0].pythonpath])
+def test_this_file_on_each_fail2ban_tree(dist):
+    """Every test above, on fail2ban's upstream trees (Debian's 1.0.2 is
+    the one this run imports): a fresh interpreter with the tree first on
+    its path."""
+    import subprocess
+    import sys
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(smban.__file__)))
+    env = dist.env(pkg, SMBAN_ENGINE_TREE=dist.version)
+    r = subprocess.run([sys.executable, "-P", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        os.path.abspath(__file__), "-k", "not test_this_file_on_each"],
+                       env=env, capture_output=True, text=True, timeout=300,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert re.search(r"^\d+ passed", r.stdout.splitlines()[-1]), r.stdout[-500:]
+
+
+def test_fail2ban_version_under_test():
+    """The fail2ban this run imports is the one SMBAN_ENGINE_TREE names."""
+    want = os.environ.get("SMBAN_ENGINE_TREE")
+    if want:
+        assert smban.engine.fail2ban_version() == want
+    assert smban.engine.fail2ban_version() in smban.engine.VERSIONS
