@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -85,29 +86,38 @@ def test_buffer_events_match_per_line_classification():
 
 
 def test_batch_releases_the_gil():
-    """Two threads each classify a large buffer with their own classifier;
-    while one is inside C, the other runs (the GIL is released)."""
-    data = b"\n".join([BRUTE % (i % 60, i % 100, i % 100) for i in range(200000)]) + b"\n"
-    ticks = []
+    """While one thread is inside classify_buffer, another runs: a ticker
+    thread, settled first, stamps the clock every millisecond; stamps fall
+    inside the call (away from its edges, where the GIL changes hands
+    anyway) only if the call released the GIL.  Holding it, there are none."""
+    data = b"\n".join([BRUTE % (i % 60, i % 100, i % 100) for i in range(400000)]) + b"\n"
+    stamps = []
     done = threading.Event()
 
     def ticker():
         while not done.is_set():
-            ticks.append(1)
+            stamps.append(time.monotonic())
             done.wait(0.001)
 
     t = threading.Thread(target=ticker)
     c = smban.Classifier(ref_time=REF_TIME)
     t.start()
     try:
-        before = len(ticks)
+        while len(stamps) < 20:         # the ticker runs before the call
+            time.sleep(0.001)
+        t0 = time.monotonic()
         res = c.classify_buffer(data)
-        during = len(ticks) - before
+        t1 = time.monotonic()
     finally:
         done.set()
         t.join()
-    assert res["failures"] == 200000
-    assert during > 0
+    assert res["failures"] == 400000
+    edge = 0.01                         # 2 switch intervals on each side
+    assert t1 - t0 > 4 * edge, "the call took %.3f s: too short to tell" % (t1 - t0)
+    inside = [s for s in stamps if t0 + edge < s < t1 - edge]
+    # a tick per ms at best; a quarter of that on a loaded machine
+    assert len(inside) >= (t1 - t0 - 2 * edge) / 0.001 / 4, (len(inside), t1 - t0)
+    print("%d ticks inside a call of %.3f s" % (len(inside), t1 - t0))
 
 
 def test_options_are_validated():
