@@ -2,9 +2,9 @@
 # make lab-deps: install the lab's Debian packages (a sendmail that never runs
 # as the machine's mail server, Cyrus SASL tools, OpenSSL, m4).
 #
-# Refuses when another mail transport agent is installed: sendmail-bin
-# conflicts with every package providing mail-transport-agent, so apt would
-# remove the machine's MTA.  Keeps the package from starting a system
+# Refuses (exit status 3) when another mail transport agent is installed:
+# sendmail-bin conflicts with every package providing mail-transport-agent,
+# so apt would remove the machine's MTA.  Any other failure: another status.  Keeps the package from starting a system
 # sendmail (policy-rc.d during the install) and checks that none runs after.
 set -euo pipefail
 
@@ -27,7 +27,7 @@ others=$(dpkg-query -W -f='${Package}\t${Status}\t${Provides}\n' 2>/dev/null |
 if [ -n "$others" ]; then
     echo "make lab-deps: refusing: another mail transport agent is installed ($others)" >&2
     echo "  installing sendmail-bin would remove it; the lab tests skip without sendmail." >&2
-    exit 1
+    exit 3
 fi
 
 if [ "$(id -u)" != 0 ]; then

@@ -297,6 +297,41 @@ def test_progress_bar_only_on_a_terminal(capsys, monkeypatch):
     assert not smban.audit.Progress(100, Tty()).on         # small input
 
 
+def audit_unreadable_log():
+    """smban audit on a log its user may not read.  Root reads any file,
+    so under root the command runs as nobody, on a copy of the package in
+    a directory nobody can read."""
+    import shutil
+    import tempfile
+    top = tempfile.mkdtemp(prefix="smban-audit-")
+    try:
+        os.chmod(top, 0o755)
+        pkg = os.path.join(top, "pkg")
+        shutil.copytree(os.path.dirname(os.path.abspath(smban.__file__)),
+                        os.path.join(pkg, "smban"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        log = os.path.join(top, "maillog")
+        with open(log, "w") as f:
+            f.write("x\n")
+        os.chmod(log, 0)
+        for d, dirs, files in os.walk(pkg):
+            os.chmod(d, 0o755)
+            for name in files:
+                os.chmod(os.path.join(d, name), 0o644)
+
+        def drop():
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+        env = dict(os.environ, PYTHONPATH=pkg)
+        return subprocess.run([sys.executable, "-m", "smban", "audit", log],
+                              capture_output=True, text=True, env=env, cwd="/",
+                              timeout=120, preexec_fn=drop)
+    finally:
+        shutil.rmtree(top)
+
+
 def test_errors_are_clear_and_print_nothing_else(tmp_path):
     missing = tmp_path / "nope"
     r = smban_cmd("audit", LOG, str(missing))
@@ -304,12 +339,9 @@ def test_errors_are_clear_and_print_nothing_else(tmp_path):
     assert "nope" in r.stderr and "No such file" in r.stderr
     r = smban_cmd("audit", str(tmp_path))
     assert r.returncode == 2 and r.stdout == "" and "directory" in r.stderr
-    unreadable = tmp_path / "maillog"
-    unreadable.write_text("x\n")
-    if os.geteuid() != 0:         # root reads any file
-        unreadable.chmod(0)
-        r = smban_cmd("audit", str(unreadable))
-        assert r.returncode == 2 and r.stdout == "" and "Permission denied" in r.stderr
+    r = audit_unreadable_log()
+    assert r.returncode == 2 and r.stdout == "" and "Permission denied" in r.stderr
+    assert "maillog" in r.stderr
     # a gzip log cut short: found while reading, after other files were read
     whole = gzip.compress(open(LOG, "rb").read())
     cut = tmp_path / "maillog.2.gz"

@@ -54,7 +54,15 @@ def test_fast_paths_equal_the_patterns():
 
 
 def test_batch_path_uses_the_same_engine():
-    data = "\n".join(lines()).encode()
+    """classify_buffer gives, line for line, what classify gives on each
+    line in turn, with the fast paths and with the patterns alone."""
+    text = lines()
+    data = "\n".join(text).encode()
     a = smban.Classifier(ref_time=REF_TIME).classify_buffer(data, events=True)
     b = smban.Classifier(ref_time=REF_TIME, regex_only=True).classify_buffer(data, events=True)
-    assert [(n, tuple(e)) for n, e in a["events"]] == [(n, tuple(e)) for n, e in b["events"]]
+    batch = [(n, tuple(e)) for n, e in a["events"]]
+    assert batch == [(n, tuple(e)) for n, e in b["events"]]
+    one = smban.Classifier(ref_time=REF_TIME)
+    per_line = [(n, tuple(e)) for n, e in enumerate(map(one.classify, text), 1) if e]
+    assert batch == per_line
+    assert a["lines"] == len(text) and len(per_line) > 1000

@@ -228,6 +228,9 @@ def test_action_module_without_fail2ban_server(tmp_path, monkeypatch):
             a.ban({"ip": "2001:db8::1", "restored": 0})
             a._wait_restored()
             assert len(netns.chain_rules("f2b-other")) == 2001
+            v6 = netns.chain_rules("f2b-other", family=6)
+            assert [l for l in v6 if " -s " in l] == \
+                ["-A f2b-other -s 2001:db8::1/128 -j REJECT --reject-with icmp6-port-unreachable"]
             st = a._chains[4].stats()
             assert st["commits"] < 100          # 2,000 restored bans, few commits
             a.unban({"ip": ips[0]})
@@ -238,6 +241,7 @@ def test_action_module_without_fail2ban_server(tmp_path, monkeypatch):
             assert "-A INPUT -p tcp -m multiport --dports 25,587 -j f2b-other" in netns.save()
             a.reload(port="25,587", name="other", chain="FORWARD")
             assert len(netns.chain_rules("f2b-other")) == 2000
+            assert netns.chain_rules("f2b-other", family=6) == v6
             assert [l for l in netns.save() if l.endswith("-j f2b-other")] == \
                 ["-A FORWARD -p tcp -m multiport --dports 25,587 -j f2b-other"]
             netns.run("iptables-legacy", "-w", "-F", "f2b-other")
@@ -245,6 +249,7 @@ def test_action_module_without_fail2ban_server(tmp_path, monkeypatch):
             assert a._chains[4].check()["ok"]
             assert a.flush() is True
             assert netns.chain_rules("f2b-other") == ["-A f2b-other -j RETURN"]
+            assert netns.chain_rules("f2b-other", family=6) == ["-A f2b-other -j RETURN"]
             a.stop()
             assert not [l for l in netns.save(4) + netns.save(6) if "f2b-" in l]
             with pytest.raises(ValueError):
