@@ -220,43 +220,75 @@ static void Classifier_dealloc(ClassifierObject *self)
 }
 
 /* classify(line) -> Event | None.  line: str or bytes. */
-static PyObject *Classifier_classify(ClassifierObject *self, PyObject *line)
+/* The bytes of a line given as str or bytes, without its line terminator
+ * (fail2ban and file iteration leave one).  *tmp holds a new reference when
+ * the str had to be re-encoded; the caller releases it.  0, or -1 with an
+ * exception set. */
+static int line_bytes(PyObject *line, const char *what, const char **pp, Py_ssize_t *np,
+                      PyObject **tmp)
 {
     const char *p;
     Py_ssize_t n;
-    PyObject *tmp = NULL, *res;
-    smban_event ev;
 
-    if (check_idle(self) < 0)
-        return NULL;
+    *tmp = NULL;
     if (PyUnicode_Check(line)) {
         p = PyUnicode_AsUTF8AndSize(line, &n);
         if (!p) {
             /* lone surrogates (undecodable bytes read with surrogateescape) */
             PyErr_Clear();
-            tmp = PyUnicode_AsEncodedString(line, "utf-8", "surrogateescape");
-            if (!tmp)
-                return NULL;
-            p = PyBytes_AS_STRING(tmp);
-            n = PyBytes_GET_SIZE(tmp);
+            *tmp = PyUnicode_AsEncodedString(line, "utf-8", "surrogateescape");
+            if (!*tmp)
+                return -1;
+            p = PyBytes_AS_STRING(*tmp);
+            n = PyBytes_GET_SIZE(*tmp);
         }
     } else if (PyBytes_Check(line)) {
         p = PyBytes_AS_STRING(line);
         n = PyBytes_GET_SIZE(line);
     } else {
-        PyErr_Format(PyExc_TypeError, "classify() takes str or bytes, not %.100s",
+        PyErr_Format(PyExc_TypeError, "%s() takes str or bytes, not %.100s", what,
                      Py_TYPE(line)->tp_name);
-        return NULL;
+        return -1;
     }
-    /* tolerate the line terminator fail2ban and file iteration leave */
     while (n && (p[n - 1] == '\n' || p[n - 1] == '\r'))
         n--;
-    if (smban_classify(self->c, p, (size_t)n, &ev))
+    *pp = p;
+    *np = n;
+    return 0;
+}
+
+/* classify() and failure(): the same classification (every line updates
+ * the sessions); failure() builds an Event only for a line that counts
+ * failures against a known client, the only lines fail2ban's jail wants. */
+static PyObject *classify_one(ClassifierObject *self, PyObject *line, const char *what,
+                              int failures_only)
+{
+    const char *p;
+    Py_ssize_t n;
+    PyObject *tmp, *res;
+    smban_event ev;
+
+    if (check_idle(self) < 0)
+        return NULL;
+    if (line_bytes(line, what, &p, &n, &tmp) < 0)
+        return NULL;
+    if (smban_classify(self->c, p, (size_t)n, &ev) &&
+        (!failures_only || (ev.failures > 0 && ev.family != 0)))
         res = make_event(state_of(self->module), &ev);
     else
         res = Py_NewRef(Py_None);
     Py_XDECREF(tmp);
     return res;
+}
+
+static PyObject *Classifier_classify(ClassifierObject *self, PyObject *line)
+{
+    return classify_one(self, line, "classify", 0);
+}
+
+static PyObject *Classifier_failure(ClassifierObject *self, PyObject *line)
+{
+    return classify_one(self, line, "failure", 1);
 }
 
 /* What a batch collects while the GIL is released. */
@@ -449,6 +481,9 @@ static PyObject *Classifier_get_programs(ClassifierObject *self, void *Py_UNUSED
 static PyMethodDef Classifier_methods[] = {
     {"classify", (PyCFunction)Classifier_classify, METH_O,
      "classify(line) -> Event or None\n\nClassify one log line (str or bytes), in log order."},
+    {"failure", (PyCFunction)Classifier_failure, METH_O,
+     "failure(line) -> Event or None\n\nClassify one log line as classify() does; the Event\n"
+     "only when the line counts failures against a known client address."},
     {"classify_buffer", (PyCFunction)(void (*)(void))Classifier_classify_buffer,
      METH_VARARGS | METH_KEYWORDS,
      "classify_buffer(data, first_line=1, events=False) -> dict\n\n"

@@ -190,3 +190,24 @@ def test_cli_export_filter_matches_committed_file():
     assert r.returncode == 0
     with open(os.path.join(ROOT, "filters", "smban.conf")) as f:
         assert r.stdout == f.read()
+
+
+def test_failure_is_classify_keeping_only_what_counts():
+    """failure(line) classifies exactly as classify(line) (the sessions move
+    the same way) and returns the Event only where failures count against a
+    known client: what fail2ban's jail is handed."""
+    from conftest import all_samples
+    for mode in ("normal", "aggressive"):
+        a = smban.Classifier(mode, ref_time=REF_TIME)
+        b = smban.Classifier(mode, ref_time=REF_TIME)
+        kept = 0
+        for s in all_samples():
+            ev, got = a.classify(s.line), b.failure(s.line)
+            if ev is not None and ev.failures > 0 and ev.ip is not None:
+                assert got is not None and tuple(got) == tuple(ev), s.id
+                kept += 1
+            else:
+                assert got is None, s.id
+        assert kept >= 50 and a.stats() == b.stats()
+    with pytest.raises(TypeError, match=r"failure\(\) takes str or bytes"):
+        smban.Classifier().failure(3)

@@ -210,7 +210,7 @@ def test_an_error_in_the_engine_sends_the_line_to_the_regex_path(flt, caplog):
     e.attach()
 
     class Broken:
-        def classify(self, line):
+        def failure(self, line):
             raise RuntimeError("boom")
     e.classifier = Broken()
     with caplog.at_level(logging.ERROR, logger="fail2ban"):

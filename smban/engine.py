@@ -50,6 +50,9 @@ TESTED_VERSIONS = tuple(VERSIONS)
 
 MODES = ("normal", "aggressive")
 
+#: Client addresses whose fail2ban IPAddr is kept for the next failure.
+ADDR_CACHE = 1024
+
 #: Lines whose processing raised are logged at most this often (seconds).
 ERROR_LOG_INTERVAL = 60.0
 
@@ -99,10 +102,15 @@ class Engine:
         self.options = classifier_options
         self.classifier = smban.Classifier(mode=mode, **classifier_options)
         self.index = class_index()
-        self.lines = 0              # lines classified
         self.errors = 0             # lines that raised and went to the regex path
         self._next_error_log = 0.0
         self._wrapper = self._finder = self._event = None
+        self._addrs = {}
+
+    @property
+    def lines(self):
+        """Lines the classifier has seen."""
+        return self.classifier.stats()["lines"]
 
     # -- attaching --
 
@@ -189,12 +197,12 @@ class Engine:
         backends; a (prefix, date text, message) tuple and an epoch from the
         systemd backend), same result (a list of failures)."""
         try:
-            ev = self.classifier.classify("".join(line) if date else line)
-            self.lines += 1
+            # the Event only of a line that counts against a known client
+            ev = self.classifier.failure(line if date is None else "".join(line))
         except Exception as e:
             self._failed(e, line)
             return self._orig_process(line, date)
-        if ev is None or not ev.failures or ev.ip is None:
+        if ev is None:
             return []
         # fail2ban's own date and findtime handling, then _find_failure
         self._event = ev
@@ -221,8 +229,6 @@ class Engine:
         ev = getattr(self, "_event", None)
         if ev is None:
             return self._orig_find(tuple_line, date, noDate=noDate)
-        from fail2ban.server.ipdns import IPAddr
-
         flt = self.filter
         if flt.getIgnoreRegex() and self._ignored(tuple_line):
             return []
@@ -235,10 +241,7 @@ class Engine:
             if date is None and flt.checkFindTime:
                 return []
         ip = ev.ip
-        if ":" in ip:
-            key, fid = "ip6", IPAddr(ip, IPAddr.FAM_IPv6)
-        else:
-            key, fid = "ip4", IPAddr(ip, IPAddr.FAM_IPv4)
+        key, fid = self._ipaddr(ip)
         idx = self._regex_index(ev.name, tuple_line)
         out = []
         for i in range(ev.failures):
@@ -248,6 +251,21 @@ class Engine:
                 fail["user"] = ev.user
             out.append([idx, fid, date, fail])
         return out
+
+    def _ipaddr(self, ip):
+        """("ip4" or "ip6", fail2ban's IPAddr) of an address the classifier
+        reported (a few recent ones kept: a brute forcer repeats itself)."""
+        hit = self._addrs.get(ip)
+        if hit is None:
+            from fail2ban.server.ipdns import IPAddr
+            if ":" in ip:
+                hit = "ip6", IPAddr(ip, IPAddr.FAM_IPv6)
+            else:
+                hit = "ip4", IPAddr(ip, IPAddr.FAM_IPv4)
+            if len(self._addrs) >= ADDR_CACHE:
+                self._addrs.clear()
+            self._addrs[ip] = hit
+        return hit
 
     def _content(self, tuple_line):
         """The message the twin's prefregex leaves of a line (None: it does
