@@ -109,49 +109,17 @@ def f2b_confdir(tmp_path_factory):
     return str(d)
 
 
-#: Upstream fail2ban source trees the end-to-end tests also run against,
-#: beside the repository (override with SMBAN_FAIL2BAN_TREES): folder ->
-#: the version it holds.  Debian's package (1.0.2) is always run.
-F2B_TREES = os.environ.get("SMBAN_FAIL2BAN_TREES",
-                           os.path.join(ROOT, os.pardir, "shared", "fail2ban"))
-F2B_TREE_VERSIONS = (("1.1.0", "1.1.0"), ("master", "1.1.2.dev1"))
-
-
-class Fail2banDist:
-    """One fail2ban to run a server of: its client command, what goes on
-    the server's PYTHONPATH ahead of smban, and its own filter.d."""
-
-    def __init__(self, version, client, pythonpath, config):
-        self.version, self.client, self.pythonpath, self.config = \
-            version, client, pythonpath, config
-
-    def env(self, pkg_path, **extra):
-        """The environment of a client and its server.  A tree's client
-        starts bin/fail2ban-server by its "#!/usr/bin/env python3" line:
-        the directory of this test run's interpreter goes first on PATH,
-        so that the server runs on it and not on another python3."""
-        path = os.pathsep.join(self.pythonpath + [pkg_path])
-        bindir = os.path.dirname(sys.executable)
-        return dict(os.environ, PYTHONPATH=path,
-                    PATH=os.pathsep.join([bindir, os.environ.get("PATH", "")]), **extra)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import fail2ban_trees  # noqa: E402  (tools/: shared with the benchmarks)
 
 
 def f2b_dist_params():
-    """pytest parameters, one per fail2ban: Debian's package, then each
-    upstream tree (skipped, with the reason, when it is absent)."""
-    out = [pytest.param(Fail2banDist("1.0.2", ["fail2ban-client"], [], F2B_CONFIG),
-                        id="f2b-1.0.2")]
-    for folder, version in F2B_TREE_VERSIONS:
-        tree = os.path.join(F2B_TREES, folder)
-        client = os.path.join(tree, "bin", "fail2ban-client")
-        marks = []
-        if not os.path.isfile(client):
-            marks = [pytest.mark.skip(reason="fail2ban %s: no source tree at %s (set "
-                                             "SMBAN_FAIL2BAN_TREES)" % (version, tree))]
-        out.append(pytest.param(
-            Fail2banDist(version, [sys.executable, client], [tree], os.path.join(tree, "config")),
-            id="f2b-" + version, marks=marks))
-    return out
+    """pytest parameters, one per fail2ban (tools/fail2ban_trees.py):
+    Debian's package, then each upstream tree (skipped, with the reason,
+    when it is absent)."""
+    return [pytest.param(d, id="f2b-" + d.version,
+                         marks=[pytest.mark.skip(reason=d.missing)] if d.missing else [])
+            for d in fail2ban_trees.dists()]
 
 
 def modified_twin(text, how):
