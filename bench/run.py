@@ -1,19 +1,25 @@
 """smban's benchmark: the classifier against fail2ban, measured in one run.
 
-    make bench            (or: python3 bench/run.py [--lines N])
+    make bench            (or: python3 bench/run.py [--lines N] [--attack-lines N] [--repeat R])
 
-Generates a realistic log (bench/genlog.py; cached in bench/out/), then
-times on one core (taskset) and prints one table:
+Generates two logs (bench/genlog.py; cached in bench/out/): a mail server's
+ordinary day ("mail", --lines, default 1,000,000) and a server under attack
+("attack", --attack-lines, default 300,000: nine lines in ten an
+attacker's, three syslog framings).  On each, times every command R times
+(default 5) on one core (taskset), and prints a table per workload:
   - the batch path: python3 -m smban classify --count FILE
-  - Classifier.classify called per line from Python
   - fail2ban-regex with sendmail-auth, sendmail-reject and filters/smban.conf
-with lines per second, peak memory, and the ratio to fail2ban-regex with
-sendmail-reject.  The ban backend's benchmark (bench/iptables_bench.py)
-follows when it is present and the user is root.
+  - for reference, in process: classify_buffer on the mapped file, and
+    Classifier.classify called per line from Python
+with the median and the range (min-max) of the runs, lines per second,
+peak memory, and the ratio to fail2ban-regex with sendmail-reject: command
+against command, median against median.  The ban backend's, the audit's
+and the engine's benchmarks follow.
 """
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,22 +50,22 @@ def run(cmd, env=None):
     return elapsed, ru.ru_maxrss / 1024.0, out
 
 
-def best(cmd, repeat, env=None):
+def runs(cmd, repeat, env=None):
+    """([seconds of each run], max peak RSS MiB, stdout of the first)."""
     results = [run(cmd, env) for _ in range(repeat)]
-    return min(results, key=lambda r: r[0])
+    return [r[0] for r in results], max(r[1] for r in results), results[0][2]
 
 
 IN_PROCESS = r"""
 import mmap, sys, time, smban
-best = None
+times = []
 for _ in range(int(sys.argv[2])):
     with open(sys.argv[1], "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         c = smban.Classifier()
         t = time.perf_counter()
         n = c.classify_buffer(m)["lines"]
-        t = time.perf_counter() - t
-        best = t if best is None else min(best, t)
-print(n, best)
+        times.append(time.perf_counter() - t)
+print(n, *times)
 """
 
 PER_LINE = r"""
@@ -75,62 +81,83 @@ print(n, time.perf_counter() - t)
 """
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--lines", type=int, default=1000000)
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
-
+def logfile(profile, lines):
+    """bench/out/maillog-N (mail) or attacklog-N, generated once."""
     os.makedirs(OUT, exist_ok=True)
-    log = os.path.join(OUT, "maillog-%d" % args.lines)
+    log = os.path.join(OUT, "%s-%d" % ("maillog" if profile == "mail" else "attacklog", lines))
     if not os.path.exists(log):
         print("bench: generating %s ..." % log, file=sys.stderr)
         sys.path.insert(0, HERE)
         import genlog
         with open(log + ".tmp", "w") as f:
-            genlog.generate(args.lines, f)
+            genlog.generate(lines, f, profile=profile)
         os.replace(log + ".tmp", log)
+    return log
+
+
+def spread(times):
+    return "%.3f (%.3f–%.3f)" % (statistics.median(times), min(times), max(times))
+
+
+def classify_table(profile, nlines, repeat, env, conf, f2b_regex):
+    """The table of one workload (Markdown lines)."""
+    log = logfile(profile, nlines)
+    rows = []           # (what, [seconds], rss, command?)
+    print("bench: %s workload, %d lines, %d runs each" % (profile, nlines, repeat),
+          file=sys.stderr)
+    times, rss, _ = runs([PY, "-m", "smban", "classify", "--count", log], repeat, env)
+    rows.append(("smban `classify --count`, the command end to end", times, rss))
+    for name, path in (("sendmail-auth", "/etc/fail2ban/filter.d/sendmail-auth.conf"),
+                       ("sendmail-reject", "/etc/fail2ban/filter.d/sendmail-reject.conf"),
+                       ("smban.conf (the regex twin)",
+                        os.path.join(conf, "filter.d", "smban.conf"))):
+        print("bench: fail2ban-regex %s ..." % name, file=sys.stderr)
+        times, rss, _ = runs([f2b_regex, log, path], repeat)
+        rows.append(("`fail2ban-regex` with %s, the command end to end" % name, times, rss))
+    _, rss, out = run([PY, "-c", IN_PROCESS, log, str(repeat)], env)
+    rows.append(("in process: `classify_buffer` on the mapped file",
+                 [float(x) for x in out.split()[1:]], rss))
+    _, rss, out = run([PY, "-c", PER_LINE, log], env)
+    rows.append(("in process: `Classifier.classify` per line, from Python",
+                 [float(out.split()[1])], rss))
+
+    ref = statistics.median([r for r in rows if "sendmail-reject" in r[0]][0][1])
+    lines = ["| %s workload, %s lines, one core | runs | seconds: median (min–max) | "
+             "lines/s | peak RSS MiB | × fail2ban-regex sendmail-reject |"
+             % (profile, format(nlines, ",")),
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, times, rss in rows:
+        med = statistics.median(times)
+        lines.append("| %s | %d | %s | %s | %.0f | %.1f |" % (
+            name, len(times), spread(times), format(int(nlines / med), ","), rss, ref / med))
+    return lines
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lines", type=int, default=1000000)
+    ap.add_argument("--attack-lines", type=int, default=300000)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    if min(args.lines, args.attack_lines, args.repeat) < 1:
+        raise SystemExit("bench: --lines, --attack-lines and --repeat must be positive")
+
     env = dict(os.environ, PYTHONPATH=ROOT)
     f2b_regex = shutil.which("fail2ban-regex")
     if not f2b_regex:
         raise SystemExit("bench: fail2ban-regex not found (make deps installs fail2ban)")
-    rows = []
-
-    print("bench: %d lines, %s" % (args.lines, os.path.basename(log)), file=sys.stderr)
-    t, rss, _ = best([PY, "-m", "smban", "classify", "--count", log], args.repeat, env)
-    rows.append(("smban batch path, the command end to end (`classify --count`)", t, rss))
-
-    t, rss, out = run([PY, "-c", IN_PROCESS, log, str(args.repeat)], env)
-    rows.append(("smban batch path, in process (`classify_buffer` on the mapped file)",
-                 float(out.split()[1]), rss))
-
-    t, rss, out = run([PY, "-c", PER_LINE, log], env)
-    n, inner = out.split()
-    rows.append(("smban `Classifier.classify` per line, from Python", float(inner), rss))
-
+    out = []
     with tempfile.TemporaryDirectory() as conf:
         os.mkdir(os.path.join(conf, "filter.d"))
         shutil.copy("/etc/fail2ban/filter.d/common.conf", os.path.join(conf, "filter.d"))
         shutil.copy(os.path.join(ROOT, "filters", "smban.conf"), os.path.join(conf, "filter.d"))
-        for name, path in (("sendmail-auth", "/etc/fail2ban/filter.d/sendmail-auth.conf"),
-                           ("sendmail-reject", "/etc/fail2ban/filter.d/sendmail-reject.conf"),
-                           ("smban.conf (the regex twin)",
-                            os.path.join(conf, "filter.d", "smban.conf"))):
-            print("bench: fail2ban-regex %s ..." % name, file=sys.stderr)
-            t, rss, _ = run([f2b_regex, log, path])
-            rows.append(("fail2ban-regex with %s" % name, t, rss))
-
-    ref = [r for r in rows if "sendmail-reject" in r[0]][0][1]
-    lines = ["| what (%s lines, one core) | seconds | lines/s | peak RSS MiB | × fail2ban-regex sendmail-reject |"
-             % format(args.lines, ","),
-             "|---|---:|---:|---:|---:|"]
-    for name, t, rss in rows:
-        lines.append("| %s | %.3f | %s | %.0f | %.1f |" % (
-            name, t, format(int(args.lines / t), ","), rss, ref / t))
-    table = "\n".join(lines)
+        for profile, n in (("mail", args.lines), ("attack", args.attack_lines)):
+            out += classify_table(profile, n, args.repeat, env, conf, f2b_regex) + [""]
+    table = "\n".join(out)
     print(table)
     with open(os.path.join(OUT, "classify.md"), "w") as f:
-        f.write(table + "\n")
+        f.write(table)
+    log = logfile("mail", args.lines)
 
     ipt = os.path.join(HERE, "iptables_bench.py")
     if os.path.exists(ipt):
@@ -145,8 +172,7 @@ def main():
     if os.path.exists(aud):
         print()
         sys.stdout.flush()
-        subprocess.run([PY, aud, log, "--repeat", str(args.repeat)], cwd=ROOT, env=env,
-                       check=True)
+        subprocess.run([PY, aud, log, "--repeat", "3"], cwd=ROOT, env=env, check=True)
 
     eng = os.path.join(HERE, "engine_bench.py")
     if os.path.exists(eng):
