@@ -725,6 +725,8 @@ static size_t queue_id(const char *p, size_t n, smban_span *qid, int *cont)
             k++;
         if (k > i + 1 && k + 1 < n && p[k] == ']' && p[k + 1] == ':') {
             *cont = 1;
+            qid->p = p;         /* the part's transaction */
+            qid->n = i;
             return 0;
         }
     }
@@ -975,13 +977,11 @@ static void new_session_check(smban_classifier *c, smban_session *s, int own,
         s->qid = h;
 }
 
-/* The session rules (see the top of this file). */
-static void apply_session(smban_classifier *c, const smban_frame *f,
-                          const smban_span *qid, smban_event *ev)
+/* The session of a line's (host, program, pid), created if need be; NULL
+ * for a line without a pid (nor a queue id to read one from). */
+static smban_session *session_of(smban_classifier *c, const smban_frame *f,
+                                 const smban_span *qid)
 {
-    int own = ev->cls;
-    int kind = smban_class_kind(own);
-    int ip_from_line = ev->family != 0;
     smban_session *s = NULL;
     long key_pid = f->pid >= 0 ? f->pid : (qid->p ? qid_pid(*qid) : -1);
 
@@ -1009,9 +1009,37 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
         }
         s = smban_table_get(c->sessions, k0, (uint64_t)key_pid, c->now, 1);
     }
+    return s;
+}
 
-    /* the transaction: a hash of the queue id, 0 for a line without one */
-    uint32_t line_qid = qid->p ? (uint32_t)smban_hash_bytes(qid->p, qid->n, 3) | 1 : 0;
+/* The transaction of a queue id: a hash, never 0 (0: a line without one). */
+static uint32_t qid_hash(const smban_span *qid)
+{
+    return qid->p ? (uint32_t)smban_hash_bytes(qid->p, qid->n, 3) | 1 : 0;
+}
+
+/* A line that is no event but names its transaction (a continuation part
+ * "QID[n]: ", a line no rule reads): its queue id still starts a new
+ * transaction of the session (rule 5), or a later queue id would take
+ * over what the previous client's lines showed. */
+static void session_transaction(smban_classifier *c, const smban_frame *f,
+                                const smban_span *qid)
+{
+    smban_session *s = session_of(c, f, qid);
+    if (s)
+        new_session_check(c, s, -1, qid_hash(qid));
+}
+
+/* The session rules (see the top of this file). */
+static void apply_session(smban_classifier *c, const smban_frame *f,
+                          const smban_span *qid, smban_event *ev)
+{
+    int own = ev->cls;
+    int kind = smban_class_kind(own);
+    int ip_from_line = ev->family != 0;
+    smban_session *s = session_of(c, f, qid);
+
+    uint32_t line_qid = qid_hash(qid);
     if (s)
         new_session_check(c, s, own, line_qid);
     if (s && ip_from_line) {
@@ -1131,14 +1159,19 @@ static int classify_line(smban_classifier *c, const char *line, size_t len,
     size_t skip = queue_id(f.msg, f.msg_len, &qid, &cont);
     if (cont) {
         c->cnt.continuation++;
+        if (qid.p)
+            session_transaction(c, &f, &qid);
         return 0;
     }
     const char *s = f.msg + skip;
     size_t n = f.msg_len - skip;
     groups g;
     int ri = dispatch(c, s, n, &g);
-    if (ri < 0)
+    if (ri < 0) {
+        if (qid.p)
+            session_transaction(c, &f, &qid);
         return 0;
+    }
 
     const smban_rule *r = &smban_rules[ri];
     /* field by field: a memset of the whole event costs more than the rest
