@@ -4,6 +4,7 @@
 #   make test    install what is missing (Debian packages), build, run the C and pytest suites
 #   make asan    the same suites under AddressSanitizer and UndefinedBehaviorSanitizer
 #   make bench   the benchmark table against fail2ban, measured in one run
+#   make properties  the property tests with a larger, seeded budget (CI)
 
 SHELL := /bin/bash
 
@@ -25,7 +26,7 @@ CORE_LIBS := $(shell pkg-config --libs libpcre2-8 2>/dev/null)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 PYTEST_ARGS ?=
 
-.PHONY: deps build ctest test asan bench demo clean
+.PHONY: deps build ctest test asan bench properties demo clean
 
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do \
@@ -71,6 +72,18 @@ asan: deps
 
 bench: deps build
 	$(PY) bench/run.py
+
+# The property tests and the adversarial bulk with a larger budget of random
+# examples, seeded (CI runs it): a failure is replayed with the seed printed.
+PROPERTY_SEED ?= $(shell date +%s)
+PROPERTY_SCALE ?= 5
+properties: deps build
+	@echo "make properties: seed $(PROPERTY_SEED), $(PROPERTY_SCALE)x the examples of make test;" \
+	    "replay: make properties PROPERTY_SEED=$(PROPERTY_SEED)"
+	SMBAN_PROPERTY_SEED=$(PROPERTY_SEED) SMBAN_PROPERTY_SCALE=$(PROPERTY_SCALE) \
+	    SMBAN_ADV_SEED=$(PROPERTY_SEED) SMBAN_ADV_LINES=2000000 \
+	    $(PY) -m pytest -q -p no:cacheprovider --hypothesis-seed=$(PROPERTY_SEED) \
+	    pytests/test_properties.py pytests/test_adversarial.py
 
 demo: deps build
 	$(PY) -m smban demo

@@ -972,6 +972,13 @@ static void new_session_check(smban_classifier *c, smban_session *s, int own,
         s->pending_ban = s->pending_suspect = 0;
         s->pending_cls = -1;
         memset(s->rcpt, 0, sizeof s->rcpt);
+    } else if (h && !s->qid && (s->pending_ban || s->pending_suspect)) {
+        /* the session's first queue id: failures waiting on lines without
+         * one came before it, and a later line without one may be the
+         * next client's (a recycled pid): none of them can tell */
+        c->cnt.dropped += (uint64_t)(s->pending_ban + s->pending_suspect);
+        s->pending_ban = s->pending_suspect = 0;
+        s->pending_cls = -1;
     }
     if (h || fresh)
         s->qid = h;

@@ -122,6 +122,23 @@ def f2b_dist_params():
             for d in fail2ban_trees.dists()]
 
 
+#: The property tests' budget.  make test: derandomized (the same examples
+#: every run, no example database).  make properties (CI): random examples
+#: from SMBAN_PROPERTY_SEED (pytest --hypothesis-seed), SMBAN_PROPERTY_SCALE
+#: times as many; the seed is printed, so a failure can be replayed.
+PROPERTY_SEED = os.environ.get("SMBAN_PROPERTY_SEED")
+PROPERTY_SCALE = int(os.environ.get("SMBAN_PROPERTY_SCALE", "1"))
+
+
+def property_settings(examples):
+    """hypothesis settings for a property with this many examples in make test."""
+    from hypothesis import HealthCheck, settings
+    return settings(max_examples=examples * PROPERTY_SCALE, deadline=None,
+                    derandomize=PROPERTY_SEED is None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.filter_too_much])
+
+
 def modified_twin(text, how):
     """smban's generated filter text changed the way an administrator might,
     and the reason the engine must give for standing down:
