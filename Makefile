@@ -5,6 +5,7 @@
 #   make asan    the same suites under AddressSanitizer and UndefinedBehaviorSanitizer
 #   make bench   the benchmark table against fail2ban, measured in one run
 #   make properties  the property tests with a larger, seeded budget (CI)
+#   make mutants the kept deliberate bugs (mutants/): the tests must catch every one (CI)
 
 SHELL := /bin/bash
 
@@ -26,7 +27,7 @@ CORE_LIBS := $(shell pkg-config --libs libpcre2-8 2>/dev/null)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 PYTEST_ARGS ?=
 
-.PHONY: deps build ctest test asan bench properties demo clean
+.PHONY: deps build ctest test asan bench properties mutants demo clean
 
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do \
@@ -84,6 +85,12 @@ properties: deps build
 	    SMBAN_ADV_SEED=$(PROPERTY_SEED) SMBAN_ADV_LINES=2000000 \
 	    $(PY) -m pytest -q -p no:cacheprovider --hypothesis-seed=$(PROPERTY_SEED) \
 	    pytests/test_properties.py pytests/test_adversarial.py
+
+# Each deliberate bug of mutants/ applied to a copy of the tree, one at a
+# time: the tests it names must fail (tools/mutants.py; MUTANTS_ARGS="--only NN").
+MUTANTS_ARGS ?=
+mutants: deps build
+	$(PY) tools/mutants.py $(MUTANTS_ARGS)
 
 demo: deps build
 	$(PY) -m smban demo

@@ -105,11 +105,13 @@ def test_stands_down_on_a_modified_filter_maxlines(f2b_confdir):
     assert "maxlines" in smban.engine.Engine(f2).attach()
 
 
-def test_stands_down_on_an_untested_fail2ban(flt, monkeypatch):
-    monkeypatch.setattr(smban.engine, "fail2ban_version", lambda: "0.11.2")
+@pytest.mark.parametrize("version", ["0.11.2", "1.0.1", "1.0.3", "1.1.1", "1.1.2", "1.2.0"])
+def test_stands_down_on_an_untested_fail2ban(flt, monkeypatch, version):
+    """Only the versions of the table: not their neighbours either."""
+    monkeypatch.setattr(smban.engine, "fail2ban_version", lambda: version)
     e = smban.engine.Engine(flt)
     why = e.attach()
-    assert "fail2ban 0.11.2 is not a version smban-engine was tested with" in why
+    assert "fail2ban %s is not a version smban-engine was tested with" % version in why
     assert "processLine" not in flt.__dict__ and "findFailure" not in flt.__dict__
 
 
