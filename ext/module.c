@@ -219,7 +219,6 @@ static void Classifier_dealloc(ClassifierObject *self)
     Py_DECREF(tp);
 }
 
-/* classify(line) -> Event | None.  line: str or bytes. */
 /* The bytes of a line given as str or bytes, without its line terminator
  * (fail2ban and file iteration leave one).  *tmp holds a new reference when
  * the str had to be re-encoded; the caller releases it.  0, or -1 with an
