@@ -47,7 +47,7 @@ deps:
 build:
 	$(PY) setup.py -q build_ext --inplace --force
 
-build/test_core: ext/test/test_core.c $(CORE_SRC) ext/smban.h ext/rules.def
+build/test_core: ext/test/test_core.c $(CORE_SRC) ext/smban.h ext/errors.h ext/rules.def
 	@mkdir -p build
 	$(CC) $(CORE_CFLAGS) $(EXTRA_CFLAGS) -o $@ ext/test/test_core.c $(CORE_SRC) $(CORE_LIBS)
 
@@ -99,19 +99,21 @@ clean:
 	rm -rf build smban/*.so .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
-# ---- ban backend (iptc.c): plain-C unit tests of address and option parsing ----
+# ---- ban backend (ext/README.md): plain-C unit tests of address and option parsing ----
 # (no table is touched: runs without root; the transactions are tested by pytest
 # in private network namespaces)
+IPTC_SRC := ext/addr.c ext/iptc_rule.c ext/iptc.c
+IPTC_HDR := ext/addr.h ext/backend.h ext/errors.h ext/iptc.h ext/iptc_impl.h
 IPTC_LIBS := $(shell pkg-config --libs libiptc 2>/dev/null) -lpthread
 .PHONY: ctest-iptc asan-iptc
-build/test_iptc: ext/test/test_iptc.c ext/iptc.c ext/iptc.h ext/smban.h
+build/test_iptc: ext/test/test_iptc.c $(IPTC_SRC) $(IPTC_HDR)
 	@mkdir -p build
-	$(CC) $(CORE_CFLAGS) $(EXTRA_CFLAGS) -o $@ ext/test/test_iptc.c ext/iptc.c $(IPTC_LIBS)
+	$(CC) $(CORE_CFLAGS) $(EXTRA_CFLAGS) -o $@ ext/test/test_iptc.c $(IPTC_SRC) $(IPTC_LIBS)
 ctest-iptc: build/test_iptc
 	build/test_iptc
 asan-iptc:
 	@mkdir -p build/asan-iptc
-	$(CC) $(CORE_CFLAGS) $(SAN_FLAGS) -o build/asan-iptc/test_iptc ext/test/test_iptc.c ext/iptc.c $(IPTC_LIBS)
+	$(CC) $(CORE_CFLAGS) $(SAN_FLAGS) -o build/asan-iptc/test_iptc ext/test/test_iptc.c $(IPTC_SRC) $(IPTC_LIBS)
 	build/asan-iptc/test_iptc
 ctest: ctest-iptc
 asan: asan-iptc
@@ -129,13 +131,13 @@ FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -g -O1 -fno-omit-frame-pointer \
 FUZZ_OPTS = -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 \
             -dict=ext/fuzz/sendmail.dict -print_final_stats=1
 .PHONY: fuzz valgrind worst-line
-build/fuzz/fuzz_%: ext/fuzz/fuzz_%.c ext/fuzz/fuzz_event.h $(CORE_SRC) ext/smban.h ext/rules.def
+build/fuzz/fuzz_%: ext/fuzz/fuzz_%.c ext/fuzz/fuzz_event.h $(CORE_SRC) ext/smban.h ext/errors.h ext/rules.def
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(CORE_SRC) $(CORE_LIBS)
-# iptc.c keeps variable-sized rule buffers inside a struct: a GNU C extension clang names
-build/fuzz/fuzz_addr: ext/fuzz/fuzz_addr.c ext/iptc.c ext/iptc.h ext/smban.h
+# the address parser alone: libc only, no libiptc
+build/fuzz/fuzz_addr: ext/fuzz/fuzz_addr.c ext/addr.c ext/addr.h ext/errors.h
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -Wno-gnu-variable-sized-type-not-at-end -o $@ $< ext/iptc.c $(IPTC_LIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< ext/addr.c
 fuzz: deps $(FUZZERS:%=build/fuzz/fuzz_%)
 	rm -rf build/fuzz/seeds && $(PY) ext/fuzz/seeds.py build/fuzz/seeds pytests/fixtures/*.log
 	@set -e; export TZ=UTC; for h in $(FUZZERS); do \
@@ -183,11 +185,13 @@ valgrind: deps build/test_core build/test_iptc build/worst_line
 PREFIX ?= /usr/local
 FAIL2BAN_DIR ?= /etc/fail2ban
 INSTALL_ARGS = --destdir "$(DESTDIR)" --prefix "$(PREFIX)" --fail2ban-dir "$(FAIL2BAN_DIR)"
-CORE_SO = smban/_core$(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+EXT_SUFFIX = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+CORE_SO = smban/_core$(EXT_SUFFIX)
+IPTC_SO = smban/_iptc$(EXT_SUFFIX)
 .PHONY: install uninstall
 install:
 	@$(PY) tools/install.py check $(INSTALL_ARGS)
-	@if [ ! -f $(CORE_SO) ] || [ -n "$$(find ext setup.py -type f -newer $(CORE_SO) -print -quit)" ]; then \
+	@if [ ! -f $(CORE_SO) ] || [ ! -f $(IPTC_SO) ] || [ -n "$$(find ext setup.py -type f -newer $(CORE_SO) -print -quit)" ]; then \
 	    $(MAKE) --no-print-directory build; fi
 	@$(PY) tools/install.py install $(INSTALL_ARGS)
 uninstall:

@@ -1,4 +1,6 @@
-"""Build smban._core, smban's C extension.
+"""Build smban's C extensions: smban._core (the classifier, always) and
+smban._iptc (the iptables ban backend, only where libiptc is: without it
+smban classifies, and smban.iptables says what is missing).
 
 Compiler and linker flags come from pkg-config; extra flags (sanitizers)
 from the SMBAN_CFLAGS and SMBAN_LDFLAGS environment variables.
@@ -10,28 +12,36 @@ import subprocess
 
 from setuptools import Extension, setup
 
-PKGS = ["libpcre2-8"]
-if subprocess.run(["pkg-config", "--exists", "libiptc"]).returncode == 0 \
-        and os.path.exists(os.path.join("ext", "iptc.c")):
-    PKGS.append("libiptc")
+#: The ban backend's files: the binding, the libiptc backend, addresses.
+IPTC_SOURCES = ["ext/addr.c", "ext/iptc.c", "ext/iptc_module.c", "ext/iptc_rule.c"]
 
 
-def pkg_config(flag):
-    out = subprocess.run(["pkg-config", flag, *PKGS], check=True,
+def pkg_config(flag, *pkgs):
+    out = subprocess.run(["pkg-config", flag, *pkgs], check=True,
                          capture_output=True, text=True).stdout
     return shlex.split(out)
 
 
-core = Extension(
-    "smban._core",
-    sources=sorted(glob.glob("ext/*.c")),
-    depends=sorted(glob.glob("ext/*.h") + glob.glob("ext/*.def")),
-    # hidden visibility: calls between the core's files are direct, not
-    # through the PLT (only PyInit__core is exported)
-    extra_compile_args=["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden"]
-    + pkg_config("--cflags") + shlex.split(os.environ.get("SMBAN_CFLAGS", "")),
-    extra_link_args=pkg_config("--libs") + shlex.split(os.environ.get("SMBAN_LDFLAGS", "")),
-)
+def extension(name, sources, pkgs):
+    return Extension(
+        name,
+        sources=sources,
+        depends=sorted(glob.glob("ext/*.h") + glob.glob("ext/*.def")),
+        # hidden visibility: calls between the files of one extension are
+        # direct, not through the PLT (only its PyInit_ is exported)
+        extra_compile_args=["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden"]
+        + pkg_config("--cflags", *pkgs) + shlex.split(os.environ.get("SMBAN_CFLAGS", "")),
+        extra_link_args=pkg_config("--libs", *pkgs)
+        + shlex.split(os.environ.get("SMBAN_LDFLAGS", "")),
+    )
+
+
+extensions = [extension("smban._core",
+                        sorted(set(glob.glob("ext/*.c")) - set(IPTC_SOURCES)),
+                        ["libpcre2-8"])]
+if subprocess.run(["pkg-config", "--exists", "libiptc"]).returncode == 0 \
+        and all(os.path.exists(p) for p in IPTC_SOURCES):
+    extensions.append(extension("smban._iptc", IPTC_SOURCES, ["libiptc"]))
 
 setup(
     name="smban",
@@ -39,5 +49,5 @@ setup(
     description="A fail2ban plug-in library for sendmail servers",
     license="GPL-2.0-or-later",
     packages=["smban"],
-    ext_modules=[core],
+    ext_modules=extensions,
 )

@@ -107,10 +107,11 @@ class SmbanIptables(ActionBase):
 
     def _make(self, family):
         o = self._opts
+        # the operators' option names (fail2ban's) onto smban.iptables'
         return Chain(o["name"], o["port"], protocol=o["protocol"],
-                     blocktype=o["blocktype"], family=family, chain=o["chain"],
+                     blocktype=o["blocktype"], family=family, parent=o["chain"],
                      lockfile=o["lockfile"] or None, lock_wait=float(o["lockwait"]),
-                     cidr=int(o["cidr"]))
+                     min_prefix=int(o["cidr"]))
 
     def _chain(self, family):
         """The started chain of a family, created on first use."""

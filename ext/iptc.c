@@ -1,6 +1,9 @@
 /*
- * iptc.c — the ban backend: fail2ban's iptables layout, edited in process
- * through libiptc (see iptc.h for the contract).
+ * iptc.c — the iptables ban backend (iptc.h): transactions on the legacy
+ * filter table through libiptc, the group-commit queue, and the chain
+ * operations (start, apply, flush, stop, unjump, check, list) exported as
+ * the backend.h table smban_iptc_backend.  The rules themselves are made
+ * and read in iptc_rule.c; addresses are parsed in addr.c.
  *
  * Why in process: fail2ban's stock action forks a shell and an iptables
  * binary per ban, and each of those reads and rewrites the whole table.
@@ -13,42 +16,39 @@
  * Transactions of all objects are serialised by one process-wide mutex
  * (libiptc keeps per-process state: its last failing function), and the
  * xtables flock serialises us with iptables binaries.
+ *
+ * Invariants: the table is only read or written inside transaction(), with
+ * both locks held; a modification (the *_modify functions) is idempotent
+ * and may run again from scratch on a fresh snapshot (after EAGAIN), so
+ * what it reports is kept sticky over attempts; only our chain, the jump
+ * rules to it in the parent, and (test hook) the chain "smban-race" are
+ * ever changed.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <libiptc/libiptc.h>
 #include <libiptc/libip6tc.h>
-#include <linux/netfilter/xt_multiport.h>
-#include <linux/netfilter_ipv4/ipt_REJECT.h>
-#include <linux/netfilter_ipv6/ip6t_REJECT.h>
 
-#include "iptc.h"
+#include "iptc_impl.h"
 
 #define DEFAULT_LOCKFILE "/run/xtables.lock"
-#define ENTRY_MAX 512
 
 typedef struct xtc_handle xh;
 
 /* ---- one table of function pointers per family ---- */
 
-typedef struct {
+typedef struct table_ops {
     const char *tool;          /* for messages */
-    size_t entry_size;         /* XT_ALIGN(sizeof entry) */
     xh *(*init)(const char *);
     void (*free)(xh *);
     int (*commit)(xh *);
@@ -95,7 +95,7 @@ typedef struct {
     static int P##_w_get_references(unsigned *r, const char *c, xh *h)           \
     { return P##_get_references(r, c, h); }                                      \
     static const table_ops P##_table = {                                         \
-        TOOL, XT_ALIGN(sizeof(struct ENT)),                                      \
+        TOOL,                                                                    \
         P##_w_init, P##_w_free, P##_w_commit, P##_w_strerror, P##_w_is_chain,    \
         P##_w_create_chain, P##_w_delete_chain, P##_w_flush_entries,             \
         P##_w_first_rule, P##_w_next_rule, P##_w_get_target,                     \
@@ -105,46 +105,6 @@ typedef struct {
 
 DEFINE_OPS(iptc, ipt_entry, "iptables")
 DEFINE_OPS(ip6tc, ip6t_entry, "ip6tables")
-
-/* ---- the object ---- */
-
-typedef union {
-    struct ipt_entry e4;
-    struct ip6t_entry e6;
-    uint64_t align;
-    unsigned char b[ENTRY_MAX];
-} entry_buf;
-
-struct request {
-    int op;
-    const smban_addr *addrs;
-    size_t n;
-    uint8_t *res;              /* per address: changed; OR-ed over attempts */
-    int rc;
-    char *err;                 /* the caller's err[] */
-    int done;
-    struct request *next;
-};
-
-struct smban_iptc {
-    int family;
-    const table_ops *ops;
-    char chain[SMBAN_CHAIN_MAX + 1];
-    char parent[XT_TABLE_MAXNAMELEN];
-    char *lockfile;            /* owned */
-    double lock_wait;
-    int min_prefix, retries;
-    int race;                  /* test hook: commits still to be raced */
-    uint16_t proto;            /* of the jump rule; 0: all */
-    int block;                 /* enum smban_block */
-    entry_buf jump, ret, ban;  /* prebuilt rules; ban's source is patched */
-    size_t jump_len, ret_len, ban_len;
-    pthread_mutex_t mu;        /* the queue below */
-    pthread_cond_t cv;
-    struct request *head, *tail;
-    int committing;
-    smban_iptc_stats stats;    /* updated with __atomic builtins */
-};
 
 /* libiptc is not thread-safe; neither is the process-wide flock on one
  * lock file from several descriptors of one process. */
@@ -156,558 +116,65 @@ static void stat_add(uint64_t *v, uint64_t n)
     __atomic_fetch_add(v, n, __ATOMIC_RELAXED);
 }
 
-/* ---- addresses ---- */
+/* ---- the object ---- */
 
-/* Printable copy of untrusted text for an error message. */
-static void quote(const char *s, char out[72])
+/* The lock file: the option, else $XTABLES_LOCKFILE, else the default. */
+static int set_lockfile(const smban_iptc_options *o, smban_iptc *c, char err[SMBAN_ERR_LEN])
 {
-    size_t i = 0;
-    for (; s[i] && i < 64; i++)
-        out[i] = (s[i] > 0x20 && s[i] < 0x7f) ? s[i] : '?';
-    if (s[i]) {
-        memcpy(out + i, "...", 3);
-        i += 3;
-    }
-    out[i] = 0;
-}
-
-/* The netmask of a prefix length, in network byte order (16 bytes; IPv4
- * uses the first 4). */
-static void prefix_mask(int family, int prefix, uint8_t mask[16])
-{
-    int bytes = family == 4 ? 4 : 16;
-    memset(mask, 0, 16);
-    for (int i = 0; i < bytes; i++) {
-        int bits = prefix - 8 * i;
-        mask[i] = bits >= 8 ? 0xff : bits <= 0 ? 0 : (uint8_t)(0xff << (8 - bits));
-    }
-}
-
-int smban_addr_parse(const char *text, int family, int min_prefix,
-                     smban_addr *out, char err[SMBAN_ERR_LEN])
-{
-    char buf[72], q[72];
-    const char *slash;
-    size_t len;
-    int max = family == 6 ? 128 : 32, prefix = max;
-    uint8_t a[16] = {0}, mask[16];
-
-    if (family != 4 && family != 6) {
-        snprintf(err, SMBAN_ERR_LEN, "family must be 4 or 6, not %d", family);
-        return SMBAN_EINVAL;
-    }
-    if (!text || !*text) {
-        snprintf(err, SMBAN_ERR_LEN, "empty address");
-        return SMBAN_EINVAL;
-    }
-    quote(text, q);
-    len = strlen(text);
-    if (len > 60) {
-        snprintf(err, SMBAN_ERR_LEN, "'%s' is not an IP address (too long)", q);
-        return SMBAN_EINVAL;
-    }
-    for (size_t i = 0; i < len; i++) {
-        if (!isxdigit((unsigned char)text[i]) && !strchr(".:/", text[i])) {
-            snprintf(err, SMBAN_ERR_LEN,
-                     "'%s' is not an IP address (only IPv4 or IPv6 literals "
-                     "are banned, never host names)", q);
-            return SMBAN_EINVAL;
-        }
-    }
-    slash = strchr(text, '/');
-    memcpy(buf, text, slash ? (size_t)(slash - text) : len);
-    buf[slash ? (size_t)(slash - text) : len] = 0;
-    if (slash) {
-        const char *p = slash + 1;
-        size_t nd = strlen(p);
-        if (nd < 1 || nd > 3 || strspn(p, "0123456789") != nd) {
-            snprintf(err, SMBAN_ERR_LEN, "'%s': bad prefix length", q);
-            return SMBAN_EINVAL;
-        }
-        prefix = atoi(p);
-        if (prefix > max) {
-            snprintf(err, SMBAN_ERR_LEN, "'%s': prefix /%d out of range (at most /%d)",
-                     q, prefix, max);
-            return SMBAN_EINVAL;
-        }
-    }
-    if (inet_pton(family == 4 ? AF_INET : AF_INET6, buf, a) != 1) {
-        uint8_t other[16];
-        if (inet_pton(family == 4 ? AF_INET6 : AF_INET, buf, other) == 1)
-            snprintf(err, SMBAN_ERR_LEN, "'%s' is an IPv%d address; this chain is IPv%d",
-                     q, family == 4 ? 6 : 4, family);
-        else
-            snprintf(err, SMBAN_ERR_LEN, "'%s' is not an IPv%d address", q, family);
-        return SMBAN_EINVAL;
-    }
-    if (family == 6) {
-        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (memcmp(a, mapped, 12) == 0) {
-            snprintf(err, SMBAN_ERR_LEN,
-                     "'%s' is an IPv4-mapped address: ban %u.%u.%u.%u on the IPv4 chain",
-                     q, a[12], a[13], a[14], a[15]);
-            return SMBAN_EINVAL;
-        }
-    }
-    if (prefix != max) {
-        if (min_prefix <= 0) {
-            snprintf(err, SMBAN_ERR_LEN,
-                     "'%s': only single addresses (/%d) can be banned here", q, max);
-            return SMBAN_EINVAL;
-        }
-        if (prefix < min_prefix) {
-            snprintf(err, SMBAN_ERR_LEN,
-                     "'%s': prefix /%d is wider than the allowed /%d", q, prefix,
-                     min_prefix);
-            return SMBAN_EINVAL;
-        }
-        prefix_mask(family, prefix, mask);
-        for (int i = 0; i < 16; i++) {
-            if (a[i] & ~mask[i]) {
-                snprintf(err, SMBAN_ERR_LEN, "'%s': host bits set after /%d", q, prefix);
-                return SMBAN_EINVAL;
-            }
-        }
-    }
-    out->family = (uint8_t)family;
-    out->prefix = (uint8_t)prefix;
-    memcpy(out->addr, a, 16);
-    return 0;
-}
-
-void smban_addr_format(const smban_addr *a, char buf[SMBAN_ADDR_LEN])
-{
-    int max = a->family == 6 ? 128 : 32;
-    if (!inet_ntop(a->family == 6 ? AF_INET6 : AF_INET, a->addr, buf, INET6_ADDRSTRLEN))
-        snprintf(buf, SMBAN_ADDR_LEN, "?");
-    if (a->prefix != max) {
-        size_t n = strlen(buf);
-        snprintf(buf + n, SMBAN_ADDR_LEN - n, "/%d", a->prefix);
-    }
-}
-
-/* The prefix length of a (contiguous) netmask. */
-static int popcount_prefix(const uint8_t *m, int bytes)
-{
-    int n = 0;
-    for (int i = 0; i < bytes; i++)
-        n += __builtin_popcount(m[i]);
-    return n;
-}
-
-/* The source of a rule, when it has one (a ban). */
-static int rule_src(const smban_iptc *c, const void *e, smban_addr *a)
-{
-    memset(a, 0, sizeof *a);
-    a->family = (uint8_t)c->family;
-    if (c->family == 4) {
-        const struct ipt_entry *r = e;
-        if (!r->ip.smsk.s_addr)
-            return 0;
-        memcpy(a->addr, &r->ip.src, 4);
-        a->prefix = (uint8_t)popcount_prefix((const uint8_t *)&r->ip.smsk, 4);
-    } else {
-        const struct ip6t_entry *r = e;
-        static const uint8_t zero[16];
-        if (!memcmp(&r->ipv6.smsk, zero, 16))
-            return 0;
-        memcpy(a->addr, &r->ipv6.src, 16);
-        a->prefix = (uint8_t)popcount_prefix((const uint8_t *)&r->ipv6.smsk, 16);
-    }
-    return 1;
-}
-
-/* A rule with no address, protocol, interface or match: our RETURN. */
-static int rule_is_plain(const smban_iptc *c, const void *e)
-{
-    if (c->family == 4) {
-        const struct ipt_entry *r = e;
-        return !r->ip.smsk.s_addr && !r->ip.dmsk.s_addr && !r->ip.proto
-            && !r->ip.iniface[0] && !r->ip.outiface[0] && !r->ip.invflags
-            && r->target_offset == c->ops->entry_size;
-    } else {
-        const struct ip6t_entry *r = e;
-        static const uint8_t zero[16];
-        return !memcmp(&r->ipv6.smsk, zero, 16) && !memcmp(&r->ipv6.dmsk, zero, 16)
-            && !(r->ipv6.flags & IP6T_F_PROTO) && !r->ipv6.iniface[0]
-            && !r->ipv6.outiface[0] && !r->ipv6.invflags
-            && r->target_offset == c->ops->entry_size;
-    }
-}
-
-/* ---- building rules ---- */
-
-/* Lay out an entry: header, optional multiport match, then a target of
- * tsize data bytes named tname.  Returns the entry size; *tdata gets the
- * target's data area. */
-static size_t build(const smban_iptc *c, entry_buf *b, uint16_t proto,
-                    const struct xt_multiport_v1 *mp, const char *tname,
-                    size_t tsize, void **tdata)
-{
-    size_t off = c->ops->entry_size, toff;
-    struct xt_entry_target *t;
-
-    memset(b, 0, sizeof *b);
-    if (mp) {
-        struct xt_entry_match *m = (struct xt_entry_match *)(b->b + off);
-        size_t msize = XT_ALIGN(sizeof *m) + XT_ALIGN(sizeof *mp);
-        m->u.match_size = (uint16_t)msize;
-        strcpy(m->u.user.name, "multiport");
-        m->u.user.revision = 1;
-        memcpy(m->data, mp, sizeof *mp);
-        off += msize;
-    }
-    toff = off;
-    t = (struct xt_entry_target *)(b->b + off);
-    t->u.target_size = (uint16_t)(XT_ALIGN(sizeof *t) + XT_ALIGN(tsize));
-    snprintf(t->u.user.name, sizeof t->u.user.name, "%s", tname);
-    off += t->u.target_size;
-    *tdata = t->data;
-    if (c->family == 4) {
-        b->e4.ip.proto = proto;
-        b->e4.target_offset = (uint16_t)toff;
-        b->e4.next_offset = (uint16_t)off;
-    } else {
-        b->e6.ipv6.proto = proto;
-        if (proto)
-            b->e6.ipv6.flags |= IP6T_F_PROTO;
-        b->e6.target_offset = (uint16_t)toff;
-        b->e6.next_offset = (uint16_t)off;
-    }
-    return off;
-}
-
-/* Point the prebuilt ban rule b at address a. */
-static void set_src(const smban_iptc *c, entry_buf *b, const smban_addr *a)
-{
-    uint8_t mask[16];
-    prefix_mask(c->family, a->prefix, mask);
-    if (c->family == 4) {
-        memcpy(&b->e4.ip.src, a->addr, 4);
-        memcpy(&b->e4.ip.smsk, mask, 4);
-    } else {
-        memcpy(&b->e6.ipv6.src, a->addr, 16);
-        memcpy(&b->e6.ipv6.smsk, mask, 16);
-    }
-}
-
-/* ---- options ---- */
-
-/* A chain name iptables would accept and that cannot be read as an
- * option: 1..max of [A-Za-z0-9_.+-], not starting with '-' or '!'. */
-static int valid_name(const char *s, size_t max)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n < 1 || n > max || s[0] == '-' || s[0] == '!')
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)s[i]) && !strchr("_.+-", s[i]))
-            return 0;
-    return 1;
-}
-
-static const struct { const char *name; uint16_t num; } protocols[] = {
-    {"tcp", IPPROTO_TCP}, {"udp", IPPROTO_UDP}, {"sctp", IPPROTO_SCTP},
-    {"dccp", IPPROTO_DCCP}, {"udplite", IPPROTO_UDPLITE}, {"all", 0},
-};
-
-/* One port of a list: a number or a service name of /etc/services for
- * proto (getservbyname_r: thread-safe, no DNS).  Surrounding blanks are
- * ignored. */
-static int parse_port(const char *s, size_t n, const char *proto, uint16_t *out,
-                      char err[SMBAN_ERR_LEN])
-{
-    char name[64];
-    while (n && isspace((unsigned char)*s)) {
-        s++;
-        n--;
-    }
-    while (n && isspace((unsigned char)s[n - 1]))
-        n--;
-    if (n == 0 || n >= sizeof name) {
-        snprintf(err, SMBAN_ERR_LEN, "empty or overlong port in the port list");
-        return SMBAN_EINVAL;
-    }
-    memcpy(name, s, n);
-    name[n] = 0;
-    if (strspn(name, "0123456789") == n) {
-        long v = n <= 5 ? strtol(name, NULL, 10) : 70000;
-        if (v > 65535) {
-            snprintf(err, SMBAN_ERR_LEN, "port %s out of range", name);
-            return SMBAN_EINVAL;
-        }
-        *out = (uint16_t)v;
-        return 0;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!isalnum((unsigned char)name[i]) && !strchr("_.-", name[i])) {
-            char q[72];
-            quote(name, q);
-            snprintf(err, SMBAN_ERR_LEN, "'%s' is not a port number or service name", q);
-            return SMBAN_EINVAL;
-        }
-    }
-    struct servent se, *res = NULL;
-    char buf[2048];
-    if (getservbyname_r(name, proto, &se, buf, sizeof buf, &res) != 0 || !res) {
-        snprintf(err, SMBAN_ERR_LEN, "unknown %s service '%s' (not in /etc/services)",
-                 proto, name);
-        return SMBAN_EINVAL;
-    }
-    *out = ntohs((uint16_t)res->s_port);
-    return 0;
-}
-
-/* "smtp,465,1000:2000" into a multiport v1 match (at most 15 slots, a
- * range taking two). */
-static int parse_ports(const char *ports, const char *proto,
-                       struct xt_multiport_v1 *mp, char err[SMBAN_ERR_LEN])
-{
-    const char *p = ports;
-    memset(mp, 0, sizeof *mp);
-    mp->flags = XT_MULTIPORT_DESTINATION;
-    while (*p) {
-        const char *end = strchr(p, ',');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        const char *colon = memchr(p, ':', n);
-        uint16_t lo, hi;
-        int rc;
-        if ((rc = parse_port(p, colon ? (size_t)(colon - p) : n, proto, &lo, err)) < 0)
-            return rc;
-        if (colon) {
-            if ((rc = parse_port(colon + 1, n - (size_t)(colon - p) - 1, proto, &hi, err)) < 0)
-                return rc;
-            if (hi < lo) {
-                snprintf(err, SMBAN_ERR_LEN, "port range %u:%u is reversed", lo, hi);
-                return SMBAN_EINVAL;
-            }
-        }
-        if (mp->count + (colon ? 2 : 1) > XT_MULTI_PORTS) {
-            snprintf(err, SMBAN_ERR_LEN,
-                     "too many ports: at most %d (a range counts twice)", XT_MULTI_PORTS);
-            return SMBAN_EINVAL;
-        }
-        if (colon) {
-            mp->pflags[mp->count] = 1;
-            mp->ports[mp->count++] = lo;
-            mp->ports[mp->count++] = hi;
-        } else {
-            mp->ports[mp->count++] = lo;
-        }
-        p = end ? end + 1 : p + n;
-        if (end && !*p) {
-            snprintf(err, SMBAN_ERR_LEN, "empty port at the end of the port list");
-            return SMBAN_EINVAL;
-        }
-    }
-    if (!mp->count) {
-        snprintf(err, SMBAN_ERR_LEN, "empty port list (use \"all\" for every port)");
-        return SMBAN_EINVAL;
-    }
-    return 0;
-}
-
-/* "REJECT", "DROP", "REJECT --reject-with X". */
-static int parse_blocktype(const char *s, int *block, char err[SMBAN_ERR_LEN])
-{
-    char w[3][48];
-    int n = 0;
-    const char *p = s ? s : "";
-    while (*p && n < 3) {
-        size_t k;
-        while (isspace((unsigned char)*p))
-            p++;
-        k = strcspn(p, " \t");
-        if (!k)
-            break;
-        if (k >= sizeof w[0])
-            goto bad;
-        memcpy(w[n], p, k);
-        w[n++][k] = 0;
-        p += k;
-    }
-    while (isspace((unsigned char)*p))
-        p++;
-    if (*p)
-        goto bad;
-    if (n == 1 && !strcasecmp(w[0], "DROP")) {
-        *block = SMBAN_BLOCK_DROP;
-        return 0;
-    }
-    if (n == 1 && !strcasecmp(w[0], "REJECT")) {
-        *block = SMBAN_BLOCK_REJECT;
-        return 0;
-    }
-    if (n == 3 && !strcasecmp(w[0], "REJECT") && !strcmp(w[1], "--reject-with")) {
-        if (!strcmp(w[2], "icmp-port-unreachable") || !strcmp(w[2], "icmp6-port-unreachable")
-            || !strcmp(w[2], "port-unreach")) {
-            *block = SMBAN_BLOCK_REJECT;
-            return 0;
-        }
-        if (!strcmp(w[2], "tcp-reset") || !strcmp(w[2], "tcp-rst")) {
-            *block = SMBAN_BLOCK_TCP_RESET;
-            return 0;
-        }
-    }
-bad:;
-    char q[72];
-    quote(s ? s : "", q);
-    snprintf(err, SMBAN_ERR_LEN,
-             "blocktype '%s' not supported: use REJECT, DROP, "
-             "'REJECT --reject-with icmp-port-unreachable' or "
-             "'REJECT --reject-with tcp-reset'", q);
-    return SMBAN_EINVAL;
-}
-
-void smban_iptc_options_default(smban_iptc_options *o)
-{
-    memset(o, 0, sizeof *o);
-    o->family = 4;
-    o->parent = "INPUT";
-    o->protocol = "tcp";
-    o->ports = "all";
-    o->blocktype = "REJECT";
-    o->lock_wait = 10.0;
-    o->retries = 8;
-}
-
-int smban_iptc_new(const smban_iptc_options *o, smban_iptc **out,
-                   char err[SMBAN_ERR_LEN])
-{
-    static const char *const reserved[] = {"ACCEPT", "DROP", "QUEUE", "RETURN", "REJECT",
-                                           "INPUT", "OUTPUT", "FORWARD", "PREROUTING",
-                                           "POSTROUTING", NULL};
-    const char *parent = o->parent ? o->parent : "INPUT";
     const char *lockfile = o->lockfile;
-    struct xt_multiport_v1 mp;
-    int all_ports, rc;
-    size_t i;
-    void *td;
-    smban_iptc *c;
-
-    *out = NULL;
-    if (o->family != 4 && o->family != 6) {
-        snprintf(err, SMBAN_ERR_LEN, "family must be 4 or 6, not %d", o->family);
-        return SMBAN_EINVAL;
-    }
-    if (!valid_name(o->chain, SMBAN_CHAIN_MAX)) {
-        char q[72];
-        quote(o->chain ? o->chain : "", q);
-        snprintf(err, SMBAN_ERR_LEN,
-                 "chain name '%s' invalid: 1 to %d letters, digits, '_', '.', '+' or '-', "
-                 "not starting with '-'", q, SMBAN_CHAIN_MAX);
-        return SMBAN_EINVAL;
-    }
-    for (i = 0; reserved[i]; i++) {
-        if (!strcmp(o->chain, reserved[i])) {
-            snprintf(err, SMBAN_ERR_LEN, "chain name '%s' is reserved", o->chain);
-            return SMBAN_EINVAL;
-        }
-    }
-    if (!valid_name(parent, XT_TABLE_MAXNAMELEN - 1) || !strcmp(parent, o->chain)) {
-        char q[72];
-        quote(parent, q);
-        snprintf(err, SMBAN_ERR_LEN, "parent chain '%s' invalid", q);
-        return SMBAN_EINVAL;
-    }
-    for (i = 0; i < sizeof protocols / sizeof *protocols; i++)
-        if (o->protocol && !strcmp(o->protocol, protocols[i].name))
-            break;
-    if (i == sizeof protocols / sizeof *protocols) {
-        char q[72];
-        quote(o->protocol ? o->protocol : "", q);
-        snprintf(err, SMBAN_ERR_LEN,
-                 "protocol '%s' not supported: tcp, udp, sctp, dccp, udplite or all", q);
-        return SMBAN_EINVAL;
-    }
-    all_ports = o->ports && !strcmp(o->ports, "all");
-    if (!all_ports) {
-        if (!protocols[i].num) {
-            snprintf(err, SMBAN_ERR_LEN, "protocol 'all' needs port 'all'");
-            return SMBAN_EINVAL;
-        }
-        if ((rc = parse_ports(o->ports ? o->ports : "", o->protocol, &mp, err)) < 0)
-            return rc;
-    }
-    if (o->min_prefix < 0 || o->min_prefix > (o->family == 4 ? 32 : 128)) {
-        snprintf(err, SMBAN_ERR_LEN, "min_prefix %d out of range", o->min_prefix);
-        return SMBAN_EINVAL;
-    }
-    if (!(o->lock_wait >= 0 && o->lock_wait <= 86400) || o->retries < 0) {
-        snprintf(err, SMBAN_ERR_LEN, "lock_wait must be 0..86400 s and retries >= 0");
-        return SMBAN_EINVAL;
-    }
-    if (!(c = calloc(1, sizeof *c))) {
-        snprintf(err, SMBAN_ERR_LEN, "out of memory");
-        return SMBAN_ENOMEM;
-    }
-    if ((rc = parse_blocktype(o->blocktype, &c->block, err)) < 0) {
-        free(c);
-        return rc;
-    }
-    if (c->block == SMBAN_BLOCK_TCP_RESET && protocols[i].num != IPPROTO_TCP) {
-        snprintf(err, SMBAN_ERR_LEN, "blocktype tcp-reset needs protocol tcp");
-        free(c);
-        return SMBAN_EINVAL;
-    }
     if (!lockfile || !*lockfile)
         lockfile = getenv("XTABLES_LOCKFILE");
     if (!lockfile || !*lockfile)
         lockfile = DEFAULT_LOCKFILE;
     if (!(c->lockfile = strdup(lockfile))) {
-        free(c);
         snprintf(err, SMBAN_ERR_LEN, "out of memory");
         return SMBAN_ENOMEM;
     }
-    c->family = o->family;
-    c->ops = o->family == 4 ? &iptc_table : &ip6tc_table;
-    snprintf(c->chain, sizeof c->chain, "%s", o->chain);
-    snprintf(c->parent, sizeof c->parent, "%s", parent);
-    c->lock_wait = o->lock_wait;
-    c->min_prefix = o->min_prefix;
-    c->retries = o->retries;
-    c->proto = protocols[i].num;
+    return 0;
+}
 
-    /* -A PARENT -p PROTO [-m multiport --dports P] -j CHAIN */
-    c->jump_len = build(c, &c->jump, c->proto, all_ports ? NULL : &mp, c->chain,
-                        sizeof(int), &td);
-    /* -A CHAIN -j RETURN */
-    c->ret_len = build(c, &c->ret, 0, NULL, "RETURN", sizeof(int), &td);
-    /* -I CHAIN -s ADDR [-p tcp] -j DROP|REJECT [--reject-with X] */
-    if (c->block == SMBAN_BLOCK_DROP) {
-        c->ban_len = build(c, &c->ban, 0, NULL, "DROP", sizeof(int), &td);
-    } else if (c->family == 4) {
-        struct ipt_reject_info ri = {c->block == SMBAN_BLOCK_TCP_RESET
-                                     ? IPT_TCP_RESET : IPT_ICMP_PORT_UNREACHABLE};
-        c->ban_len = build(c, &c->ban, c->block == SMBAN_BLOCK_TCP_RESET ? IPPROTO_TCP : 0,
-                           NULL, "REJECT", sizeof ri, &td);
-        memcpy(td, &ri, sizeof ri);
-    } else {
-        struct ip6t_reject_info ri = {c->block == SMBAN_BLOCK_TCP_RESET
-                                      ? IP6T_TCP_RESET : IP6T_ICMP6_PORT_UNREACH};
-        c->ban_len = build(c, &c->ban, c->block == SMBAN_BLOCK_TCP_RESET ? IPPROTO_TCP : 0,
-                           NULL, "REJECT", sizeof ri, &td);
-        memcpy(td, &ri, sizeof ri);
-    }
+/* The queue's mutex and condition variable: both, or neither. */
+static int init_queue(smban_iptc *c, char err[SMBAN_ERR_LEN])
+{
     if (pthread_mutex_init(&c->mu, NULL) != 0) {
-        free(c->lockfile);
-        free(c);
         snprintf(err, SMBAN_ERR_LEN, "pthread_mutex_init failed");
         return SMBAN_ESYS;
     }
     if (pthread_cond_init(&c->cv, NULL) != 0) {
         pthread_mutex_destroy(&c->mu);
-        free(c->lockfile);
-        free(c);
         snprintf(err, SMBAN_ERR_LEN, "pthread_cond_init failed");
         return SMBAN_ESYS;
     }
-    *out = c;
     return 0;
 }
 
-void smban_iptc_free(smban_iptc *c)
+int smban_iptc_new(const smban_iptc_options *o, smban_iptc **out,
+                   char err[SMBAN_ERR_LEN])
 {
+    smban_iptc *c;
+    int rc;
+
+    *out = NULL;
+    if (!(c = calloc(1, sizeof *c))) {
+        snprintf(err, SMBAN_ERR_LEN, "out of memory");
+        return SMBAN_ENOMEM;
+    }
+    /* options and rules (iptc_rule.c), then what needs resources */
+    if ((rc = smban_rule_options(o, c, err)) < 0 || (rc = set_lockfile(o, c, err)) < 0
+        || (rc = init_queue(c, err)) < 0)
+        goto fail;
+    c->ops = c->family == 4 ? &iptc_table : &ip6tc_table;
+    *out = c;
+    return 0;
+fail:
+    free(c->lockfile);
+    free(c);
+    return rc;
+}
+
+static void op_free(void *h)
+{
+    smban_iptc *c = h;
     if (!c)
         return;
     pthread_cond_destroy(&c->cv);
@@ -716,18 +183,19 @@ void smban_iptc_free(smban_iptc *c)
     free(c);
 }
 
-const char *smban_iptc_chain(const smban_iptc *c) { return c->chain; }
+static const char *op_name(const void *h) { return ((const smban_iptc *)h)->chain; }
+static int op_family(const void *h) { return ((const smban_iptc *)h)->family; }
+static int op_min_prefix(const void *h) { return ((const smban_iptc *)h)->min_prefix; }
 const char *smban_iptc_lockfile(const smban_iptc *c) { return c->lockfile; }
-int smban_iptc_family(const smban_iptc *c) { return c->family; }
-int smban_iptc_min_prefix(const smban_iptc *c) { return c->min_prefix; }
 
 void smban_iptc_race_next(smban_iptc *c, int n)
 {
     __atomic_store_n(&c->race, n > 0 ? n : 0, __ATOMIC_RELAXED);
 }
 
-void smban_iptc_get_stats(smban_iptc *c, smban_iptc_stats *st)
+static void op_stats(void *h, smban_backend_stats *st)
 {
+    smban_iptc *c = h;
     st->transactions = __atomic_load_n(&c->stats.transactions, __ATOMIC_RELAXED);
     st->commits = __atomic_load_n(&c->stats.commits, __ATOMIC_RELAXED);
     st->retries = __atomic_load_n(&c->stats.retries, __ATOMIC_RELAXED);
@@ -905,27 +373,50 @@ static int delete_jumps(smban_iptc *c, xh *h, char err[SMBAN_ERR_LEN])
     return total;
 }
 
-/* Walk our chain: whether it exists and whether its last rule is the
- * plain RETURN. */
-static void chain_tail(smban_iptc *c, xh *h, int *exists, int *has_return, size_t *bans)
+/* Called by chain_walk for each ban of our chain, with its position
+ * (0-based); a negative return stops the walk and is returned. */
+typedef int (*ban_fn)(void *ctx, unsigned pos, const smban_addr *a);
+
+/* Walk our chain: whether it exists, whether its last rule is the plain
+ * RETURN, and each ban handed to fn (may be NULL).  The one reading of our
+ * chain that every operation shares. */
+static int chain_walk(smban_iptc *c, xh *h, int *exists, int *has_return, ban_fn fn,
+                      void *ctx)
 {
     const void *last = NULL;
+    unsigned pos = 0;
     smban_addr a;
+    int rc;
     *exists = c->ops->is_chain(c->chain, h);
     *has_return = 0;
-    if (bans)
-        *bans = 0;
     if (!*exists)
-        return;
-    for (const void *e = c->ops->first_rule(c->chain, h); e; e = c->ops->next_rule(e, h)) {
+        return 0;
+    for (const void *e = c->ops->first_rule(c->chain, h); e;
+         e = c->ops->next_rule(e, h), pos++) {
         last = e;
-        if (bans && rule_src(c, e, &a))
-            (*bans)++;
+        if (fn && smban_rule_src(c, e, &a) && (rc = fn(ctx, pos, &a)) < 0)
+            return rc;
     }
-    if (last && rule_is_plain(c, last)) {
+    if (last && smban_rule_is_plain(c, last)) {
         const char *t = c->ops->get_target(last, h);
         *has_return = t && !strcmp(t, "RETURN");
     }
+    return 0;
+}
+
+static int count_ban(void *ctx, unsigned pos, const smban_addr *a)
+{
+    (void)pos;
+    (void)a;
+    (*(size_t *)ctx)++;
+    return 0;
+}
+
+/* chain_walk with the number of bans. */
+static void chain_tail(smban_iptc *c, xh *h, int *exists, int *has_return, size_t *bans)
+{
+    *bans = 0;
+    chain_walk(c, h, exists, has_return, count_ban, bans);
 }
 
 /* Make the layout whole inside handle h.  The SMBAN_LAYOUT_* bits of what
@@ -964,6 +455,19 @@ static int ensure_layout(smban_iptc *c, xh *h, int exists, int has_return, unsig
 }
 
 /* ---- apply: bans and unbans, batched ---- */
+
+/* One caller's request, queued on the object until a leader's transaction
+ * has served it (it lives on the caller's stack). */
+struct request {
+    int op;
+    const smban_addr *addrs;
+    size_t n;
+    uint8_t *res;              /* per address: changed; OR-ed over attempts */
+    int rc;
+    char *err;                 /* the caller's err[] */
+    int done;
+    struct request *next;
+};
 
 typedef struct {
     struct request *batch;
@@ -1037,6 +541,34 @@ static long keyset_find(keyset *k, const smban_addr *a, int add)
     }
 }
 
+/* Where the batch's addresses are banned now: for each rule of our chain
+ * whose source is a key of the batch, its position and key. */
+typedef struct {
+    keyset *ks;
+    struct ban_pos { unsigned pos; size_t key; } *v;
+    size_t n, cap;
+} ban_positions;
+
+static int note_ban(void *vctx, unsigned pos, const smban_addr *a)
+{
+    ban_positions *p = vctx;
+    long k = keyset_find(p->ks, a, 0);
+    if (k < 0)
+        return 0;
+    p->ks->init[k] = 1;
+    if (p->n == p->cap) {
+        size_t nc = p->cap ? 2 * p->cap : 16;
+        struct ban_pos *v = realloc(p->v, nc * sizeof *v);
+        if (!v)
+            return SMBAN_ENOMEM;
+        p->v = v;
+        p->cap = nc;
+    }
+    p->v[p->n].pos = pos;
+    p->v[p->n++].key = (size_t)k;
+    return 0;
+}
+
 /* The batch's modification: one pass over the chain finds which of the
  * batch's addresses are banned and where; the operations are then applied
  * in arrival order to that state; finally the rules of addresses that end
@@ -1046,12 +578,11 @@ static long keyset_find(keyset *k, const smban_addr *a, int add)
 static int apply_modify(smban_iptc *c, xh *h, void *vctx, char err[SMBAN_ERR_LEN])
 {
     apply_ctx *ctx = vctx;
-    size_t total = 0, npos = 0, cappos = 0;
-    struct { unsigned pos; size_t key; } *pos = NULL;
-    int exists, has_return = 0, has_ban = 0, changes = 0, rc = 0;
-    const void *last = NULL;
+    size_t total = 0;
+    int exists, has_return, has_ban = 0, changes = 0, rc;
     unsigned rep = 0;
     keyset ks;
+    ban_positions bp = {&ks, NULL, 0, 0};
     struct request *r;
 
     for (r = ctx->batch; r; r = r->next) {
@@ -1067,35 +598,9 @@ static int apply_modify(smban_iptc *c, xh *h, void *vctx, char err[SMBAN_ERR_LEN
             keyset_find(&ks, &r->addrs[i], 1);
 
     /* one pass over the chain: which keys are banned, and where */
-    exists = c->ops->is_chain(c->chain, h);
-    if (exists) {
-        unsigned i = 0;
-        smban_addr a;
-        for (const void *e = c->ops->first_rule(c->chain, h); e;
-             e = c->ops->next_rule(e, h), i++) {
-            long k;
-            last = e;
-            if (!rule_src(c, e, &a) || (k = keyset_find(&ks, &a, 0)) < 0)
-                continue;
-            ks.init[k] = 1;
-            if (npos == cappos) {
-                size_t nc = cappos ? 2 * cappos : 16;
-                void *p = realloc(pos, nc * sizeof *pos);
-                if (!p) {
-                    snprintf(err, SMBAN_ERR_LEN, "out of memory");
-                    rc = SMBAN_ENOMEM;
-                    goto done;
-                }
-                pos = p;
-                cappos = nc;
-            }
-            pos[npos].pos = i;
-            pos[npos++].key = (size_t)k;
-        }
-        if (last && rule_is_plain(c, last)) {
-            const char *t = c->ops->get_target(last, h);
-            has_return = t && !strcmp(t, "RETURN");
-        }
+    if ((rc = chain_walk(c, h, &exists, &has_return, note_ban, &bp)) < 0) {
+        snprintf(err, SMBAN_ERR_LEN, "out of memory");
+        goto done;
     }
     memcpy(ks.cur, ks.init, ks.nkeys);
 
@@ -1116,10 +621,10 @@ static int apply_modify(smban_iptc *c, xh *h, void *vctx, char err[SMBAN_ERR_LEN
     }
 
     /* unbans: from the bottom, so earlier positions stay valid */
-    for (size_t j = npos; j-- > 0;) {
-        if (ks.cur[pos[j].key])
+    for (size_t j = bp.n; j-- > 0;) {
+        if (ks.cur[bp.v[j].key])
             continue;
-        if (!c->ops->delete_num_entry(c->chain, pos[j].pos, h)) {
+        if (!c->ops->delete_num_entry(c->chain, bp.v[j].pos, h)) {
             rc = iptc_fail(c, "cannot delete a ban", errno, err);
             goto done;
         }
@@ -1134,7 +639,7 @@ static int apply_modify(smban_iptc *c, xh *h, void *vctx, char err[SMBAN_ERR_LEN
     for (size_t k = 0; k < ks.nkeys; k++) {
         if (!ks.cur[k] || ks.init[k])
             continue;
-        set_src(c, &c->ban, ks.key[k]);
+        smban_rule_set_src(c, &c->ban, ks.key[k]);
         if (!c->ops->insert_entry(c->chain, &c->ban, 0, h)) {
             rc = iptc_fail(c, "cannot insert a ban", errno, err);
             goto done;
@@ -1143,7 +648,7 @@ static int apply_modify(smban_iptc *c, xh *h, void *vctx, char err[SMBAN_ERR_LEN
     }
     rc = changes > 0;
 done:
-    free(pos);
+    free(bp.v);
     keyset_free(&ks);
     return rc;
 }
@@ -1173,9 +678,10 @@ static void run_batch(smban_iptc *c, struct request *batch)
         stat_add(&c->stats.grouped, n);
 }
 
-int smban_iptc_apply(smban_iptc *c, int op, const smban_addr *addrs, size_t n,
-                     uint8_t *results, char err[SMBAN_ERR_LEN])
+static int op_apply(void *h, int op, const smban_addr *addrs, size_t n,
+                    uint8_t *results, char err[SMBAN_ERR_LEN])
 {
+    smban_iptc *c = h;
     uint8_t one = 0;
     struct request req = {op, addrs, n, results ? results : &one, 0, err, 0, NULL};
 
@@ -1230,14 +736,14 @@ static int start_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN]
 {
     unsigned *rep = ctx, now = 0;
     int exists, has_return, rc;
-    chain_tail(c, h, &exists, &has_return, NULL);
+    chain_walk(c, h, &exists, &has_return, NULL, NULL);
     if ((rc = ensure_layout(c, h, exists, has_return, &now, err)) < 0)
         return rc;
     *rep |= now;            /* sticky over attempts: see transaction() */
     return now != 0;
 }
 
-int smban_iptc_start(smban_iptc *c, unsigned *repaired, char err[SMBAN_ERR_LEN])
+static int op_start(void *c, unsigned *repaired, char err[SMBAN_ERR_LEN])
 {
     unsigned rep = 0;
     int rc = transaction(c, start_modify, &rep, err);
@@ -1274,7 +780,7 @@ static int stop_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN])
     return now > 0;
 }
 
-int smban_iptc_stop(smban_iptc *c, char err[SMBAN_ERR_LEN])
+static int op_stop(void *c, char err[SMBAN_ERR_LEN])
 {
     int removed = 0;
     int rc = transaction(c, stop_modify, &removed, err);
@@ -1315,7 +821,7 @@ static int flush_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN]
     return 1;
 }
 
-int smban_iptc_flush(smban_iptc *c, char err[SMBAN_ERR_LEN])
+static int op_flush(void *c, char err[SMBAN_ERR_LEN])
 {
     size_t bans = 0;
     int rc = transaction(c, flush_modify, &bans, err);
@@ -1326,7 +832,7 @@ int smban_iptc_flush(smban_iptc *c, char err[SMBAN_ERR_LEN])
 
 static int check_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN])
 {
-    smban_iptc_status *st = ctx;
+    smban_backend_status *st = ctx;
     unsigned char mask[ENTRY_MAX];
     (void)err;
     memset(st, 0, sizeof *st);
@@ -1341,7 +847,7 @@ static int check_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN]
     return 0;
 }
 
-int smban_iptc_check(smban_iptc *c, smban_iptc_status *st, char err[SMBAN_ERR_LEN])
+static int op_check(void *c, smban_backend_status *st, char err[SMBAN_ERR_LEN])
 {
     return transaction(c, check_modify, st, err);
 }
@@ -1351,32 +857,33 @@ typedef struct {
     size_t n, cap;
 } list_ctx;
 
-static int list_modify(smban_iptc *c, xh *h, void *vctx, char err[SMBAN_ERR_LEN])
+static int list_ban(void *vctx, unsigned pos, const smban_addr *a)
 {
     list_ctx *l = vctx;
-    smban_addr a;
-    l->n = 0;
-    if (!c->ops->is_chain(c->chain, h))
-        return 0;
-    for (const void *e = c->ops->first_rule(c->chain, h); e; e = c->ops->next_rule(e, h)) {
-        if (!rule_src(c, e, &a))
-            continue;
-        if (l->n == l->cap) {
-            size_t nc = l->cap ? 2 * l->cap : 64;
-            smban_addr *p = realloc(l->v, nc * sizeof *p);
-            if (!p) {
-                snprintf(err, SMBAN_ERR_LEN, "out of memory");
-                return SMBAN_ENOMEM;
-            }
-            l->v = p;
-            l->cap = nc;
-        }
-        l->v[l->n++] = a;
+    (void)pos;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? 2 * l->cap : 64;
+        smban_addr *p = realloc(l->v, nc * sizeof *p);
+        if (!p)
+            return SMBAN_ENOMEM;
+        l->v = p;
+        l->cap = nc;
     }
+    l->v[l->n++] = *a;
     return 0;
 }
 
-int smban_iptc_list(smban_iptc *c, smban_addr **out, size_t *n, char err[SMBAN_ERR_LEN])
+static int list_modify(smban_iptc *c, xh *h, void *vctx, char err[SMBAN_ERR_LEN])
+{
+    list_ctx *l = vctx;
+    int exists, has_return, rc;
+    l->n = 0;
+    if ((rc = chain_walk(c, h, &exists, &has_return, list_ban, l)) < 0)
+        snprintf(err, SMBAN_ERR_LEN, "out of memory");
+    return rc;
+}
+
+static int op_list(void *c, smban_addr **out, size_t *n, char err[SMBAN_ERR_LEN])
 {
     list_ctx l = {NULL, 0, 0};
     int rc = transaction(c, list_modify, &l, err);
@@ -1390,3 +897,17 @@ int smban_iptc_list(smban_iptc *c, smban_addr **out, size_t *n, char err[SMBAN_E
     *n = l.n;
     return 0;
 }
+
+const smban_backend_ops smban_iptc_backend = {
+    .start = op_start,
+    .apply = op_apply,
+    .list = op_list,
+    .flush = op_flush,
+    .stop = op_stop,
+    .check = op_check,
+    .stats = op_stats,
+    .name = op_name,
+    .family = op_family,
+    .min_prefix = op_min_prefix,
+    .free = op_free,
+};

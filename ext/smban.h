@@ -13,11 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SMBAN_ERR_LEN 256
-
-#define SMBAN_ENOMEM  (-1)
-#define SMBAN_EINVAL  (-2)
-#define SMBAN_EREGEX  (-3)
+#include "errors.h"
 
 /* Lines longer than this are skipped and counted: sendmail never writes
  * one (syslog messages are split at SYSLOG_BUFSIZE). */

@@ -242,6 +242,47 @@ def test_iptables_action_loads_and_refuses_bans(tmp_path, kind):
         assert how == "ok", (name, r)
 
 
+def without_backend(dest):
+    """A copy of the smban package without smban._iptc (what setup.py builds
+    where libiptc is missing); returns dest (for a PYTHONPATH)."""
+    src = os.path.dirname(os.path.abspath(smban.__file__))
+    shutil.copytree(src, os.path.join(dest, "smban"),
+                    ignore=shutil.ignore_patterns("__pycache__", "_iptc.*"))
+    return str(dest)
+
+
+NO_BACKEND = "smban._iptc is not built"
+
+
+@needs_f2b
+def test_without_the_ban_backend_the_classifier_works_and_bans_are_refused(tmp_path):
+    """Built without libiptc: smban imports and classifies, smban.iptables
+    says what is missing, the bans command fails with that (exit 2) while
+    the other commands and --help work, and smban-iptables loads and refuses
+    each ban with the reason."""
+    env = dict(os.environ, PYTHONPATH=without_backend(tmp_path / "nobackend"))
+    code = ("import smban, smban._core\n"
+            "assert smban._core.__file__.startswith(%r)\n"
+            "try:\n    import smban.iptables\n"
+            "except ModuleNotFoundError as e:\n    print(e)\n" % str(tmp_path))
+    r = subprocess.run([PYTHON, "-c", code], env=env, cwd=str(tmp_path),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and NO_BACKEND in r.stdout and "libiptc" in r.stdout, \
+        r.stdout + r.stderr
+    for args, rc, where in ((["--help"], 0, "stdout"),
+                            (["bans", "list", "--chain", "smban"], 2, "stderr")):
+        r = subprocess.run([PYTHON, "-m", "smban", *args], env=env, cwd=str(tmp_path),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == rc, (args, r.stdout, r.stderr)
+        assert ("bans" if rc == 0 else NO_BACKEND) in getattr(r, where), (args, r)
+    out = drive(env, tmp_path, os.path.join(ACTIONS, "smban-iptables.py"), "smban-iptables",
+                {"port": "25"}, [["ban", [{"ip": "192.0.2.5", "restored": 0}]], ["stop", []]])
+    assert any(NO_BACKEND in m for m in errors(out["init"])), out["init"]
+    (_, how, r, _), (_, stop_how, _, _) = out["calls"]
+    assert how == "raised" and "cannot ban 192.0.2.5" in r and NO_BACKEND in r, r
+    assert stop_how == "ok"
+
+
 @needs_f2b
 def test_working_install_loads_normally_in_the_driver(tmp_path):
     """The driver itself, on the working package: the action imports smban

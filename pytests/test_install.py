@@ -52,7 +52,9 @@ def test_install_then_uninstall_leaves_only_what_was_there(stage):
               "etc/fail2ban/action.d/smban-iptables.py", SITE + "/smban/__init__.py",
               SITE + "/smban/engine.py", "usr/local/share/smban/manifest"):
         assert f in after, f
-    assert any(f.startswith(SITE + "/smban/_core.") and f.endswith(".so") for f in after)
+    for ext in ("_core", "_iptc"):     # the classifier and the ban backend
+        assert any(f.startswith(SITE + "/smban/%s." % ext) and f.endswith(".so")
+                   for f in after), ext
     assert (stage / "etc/fail2ban/filter.d/smban.conf").read_text() == export_filter()
     assert (stage / "etc/fail2ban/jail.local").read_text() == "[sshd]\nenabled = true\n"
     assert set(before) <= set(after)

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import netns
-from smban.iptables import Chain, chain_name
+from smban.iptables import MAX_CHAIN, Chain, chain_name
 
 pytestmark = pytest.mark.skipif(netns.why_unavailable() is not None,
                                 reason=str(netns.why_unavailable()))
@@ -88,7 +88,7 @@ def test_start_ban_unban_flush_stop_as_iptables_save_shows_them(ns):
 
 
 def test_ipv6_layout_and_options(ns):
-    c = mk(family=6, ports="25", blocktype="DROP", chain="FORWARD")
+    c = mk(family=6, ports="25", blocktype="DROP", parent="FORWARD")
     c.ban("2001:db8::5")
     lines = netns.save(6)
     assert "-A FORWARD -p tcp -m multiport --dports 25 -j f2b-t" in lines
@@ -198,7 +198,7 @@ def test_non_str_and_nul(ns):
 
 
 def test_cidr_option(ns):
-    c = mk(cidr=24)
+    c = mk(min_prefix=24)
     assert c.ban("198.51.100.0/24")
     assert c.ban("203.0.113.128/25")
     with pytest.raises(ValueError, match="wider than"):
@@ -220,14 +220,27 @@ def test_cidr_option(ns):
     (dict(blocktype="ACCEPT"), "blocktype"),
     (dict(blocktype="REJECT --reject-with tcp-reset", protocol="udp", ports="25"),
      "tcp-reset needs"),
-    (dict(chain="-F"), "parent chain"),
+    (dict(parent="-F"), "parent chain"),
 ])
 def test_bad_options(kw, why):
     with pytest.raises(ValueError, match=why):
         mk(**kw)
 
 
+def test_older_keywords_are_aliases():
+    """chain= (the parent) and cidr= (min_prefix) still work; giving both
+    names of one option is an error."""
+    c = mk(chain="FORWARD", cidr=24)
+    assert (c.chain, c.parent, c.min_prefix) == ("f2b-t", "FORWARD", 24)
+    assert mk().parent == "INPUT" and mk().min_prefix == 0
+    with pytest.raises(TypeError, match="alias"):
+        mk(parent="INPUT", chain="FORWARD")
+    with pytest.raises(TypeError, match="alias"):
+        mk(min_prefix=24, cidr=24)
+
+
 def test_chain_name_limits():
+    assert MAX_CHAIN == 28
     assert chain_name("smban") == "f2b-smban"
     assert chain_name("f2b-x") == "f2b-x"
     Chain("x" * 24, "25")
@@ -434,7 +447,7 @@ def test_lock_held_by_another_process(ns):
 
 
 def test_missing_parent_chain_is_a_clear_error(ns):
-    c = mk(chain="NOPE")
+    c = mk(parent="NOPE")
     with pytest.raises(OSError, match="parent chain NOPE does not exist"):
         c.ban("192.0.2.7")
     assert not [l for l in netns.save() if l.startswith(("-A", ":f2b"))]

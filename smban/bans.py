@@ -8,7 +8,6 @@ import json
 import sys
 
 from smban import cli
-from smban.iptables import Chain, chain_name
 
 
 def register(subparsers):
@@ -35,11 +34,17 @@ def register(subparsers):
 
 
 def _chains(args):
+    # imported here: without the backend (smban._iptc, built only where
+    # libiptc is) the other commands and --help still work
+    try:
+        from smban.iptables import Chain, chain_name
+    except ImportError as exc:
+        raise cli.UsageError(str(exc))
     try:
         name = chain_name(args.chain)
         families = (int(args.family),) if args.family else (4, 6)
         return [Chain(name, args.port or "all", protocol=args.protocol if args.port else "all",
-                      family=f, chain=args.parent, lockfile=args.lockfile,
+                      family=f, parent=args.parent, lockfile=args.lockfile,
                       lock_wait=args.wait)
                 for f in families]
     except ValueError as exc:

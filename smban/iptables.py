@@ -22,13 +22,30 @@ Errors: ValueError for a bad address or option (nothing is changed),
 TimeoutError when another process holds the xtables lock longer than
 lock_wait seconds, OSError when libiptc or the kernel refuses (the message
 carries libiptc's reason).
+
+The C side is smban._iptc, built only where libiptc is; without it this
+module does not import (ImportError saying so) and smban still classifies.
+
+One name per option from here down to C: ``name`` the jail, ``chain`` the
+chain smban owns (f2b-<name>), ``parent`` the chain holding the jump rule,
+``ports``, ``protocol``, ``blocktype``, ``family``, ``lockfile``,
+``lock_wait``, ``min_prefix``.  The fail2ban action keeps the operators'
+option names (port, chain, lockwait, cidr) and maps them onto these.
 """
-from smban import _core
+try:
+    import smban._iptc as _iptc
+except ModuleNotFoundError as e:
+    if e.name != "smban._iptc":
+        raise
+    raise ModuleNotFoundError(
+        "smban._iptc is not built: smban's ban backend needs libiptc when smban is "
+        "built (Debian: apt-get install libiptc-dev, then make build)",
+        name=e.name) from e
 
 __all__ = ["Chain", "chain_name", "MAX_CHAIN"]
 
 #: The longest chain name the kernel accepts as a jump target.
-MAX_CHAIN = 28
+MAX_CHAIN = _iptc.CHAIN_MAX
 
 
 def chain_name(name):
@@ -56,38 +73,53 @@ def _ports(ports):
     return ",".join(str(p).strip() for p in ports)
 
 
+def _alias(name, value, alias, alias_value, default):
+    """The value of an option that also has an older keyword."""
+    if alias_value is None:
+        return default if value is None else value
+    if value is not None:
+        raise TypeError("Chain() got both %s= and its alias %s=" % (name, alias))
+    return alias_value
+
+
 class Chain:
     """One jail's chain in one address family.
 
     Chain(name, ports, protocol="tcp", blocktype="REJECT", family=4,
-          chain="INPUT", *, lockfile=None, lock_wait=10.0, cidr=0)
+          parent="INPUT", *, lockfile=None, lock_wait=10.0, min_prefix=0)
 
-    name       the jail name; the chain is f2b-<name> (at most 28 characters)
+    name       the jail name; the chain is f2b-<name> (at most MAX_CHAIN,
+               28, characters)
     ports      "smtp,465,submission", "1000:2000", a list, or "all"
     protocol   tcp, udp, sctp, dccp or udplite ("all" only with ports "all")
     blocktype  REJECT (icmp/icmp6 port unreachable), DROP,
                "REJECT --reject-with tcp-reset" (needs protocol tcp)
     family     4 or 6 (also "inet4"/"inet6")
-    chain      the chain holding the jump rule
+    parent     the chain holding the jump rule
     lockfile   the xtables lock; default $XTABLES_LOCKFILE or /run/xtables.lock
     lock_wait  seconds to wait for that lock before TimeoutError
-    cidr       0: single addresses only; n: networks of prefix /n or longer too
+    min_prefix 0: single addresses only; n: networks of prefix /n or longer too
+
+    Aliases kept for callers of earlier versions: ``chain=`` for parent
+    (the ``chain`` attribute is the chain smban owns, f2b-<name>) and
+    ``cidr=`` for min_prefix (the action's option name).
     """
 
     __slots__ = ("_c", "name", "ports", "protocol", "blocktype", "parent")
 
     def __init__(self, name, ports, protocol="tcp", blocktype="REJECT", family=4,
-                 chain="INPUT", *, lockfile=None, lock_wait=10.0, cidr=0):
+                 parent=None, *, lockfile=None, lock_wait=10.0, min_prefix=None,
+                 chain=None, cidr=None):
         self.name = str(name)
         self.ports = _ports(ports)
         self.protocol = str(protocol).strip().lower()
         self.blocktype = " ".join(str(blocktype).split())
-        self.parent = str(chain).strip()
-        self._c = _core.Chain(chain_name(self.name), family=_family(family),
+        self.parent = str(_alias("parent", parent, "chain", chain, "INPUT")).strip()
+        self._c = _iptc.Chain(chain_name(self.name), family=_family(family),
                               parent=self.parent, protocol=self.protocol,
                               ports=self.ports, blocktype=self.blocktype,
                               lockfile=lockfile or None, lock_wait=float(lock_wait),
-                              min_prefix=int(cidr))
+                              min_prefix=int(_alias("min_prefix", min_prefix, "cidr", cidr, 0)))
 
     def __repr__(self):
         return "<smban.iptables.Chain %s IPv%d ports=%s>" % (self.chain, self.family,
@@ -101,6 +133,11 @@ class Chain:
     @property
     def family(self):
         return self._c.family
+
+    @property
+    def min_prefix(self):
+        """The shortest network prefix banned; 0: single addresses only."""
+        return self._c.min_prefix
 
     @property
     def lockfile(self):

@@ -204,18 +204,20 @@ def read_bytes(path):
 
 def package_files(pkg_dir):
     """(source, path relative to the package dir) of the smban package: its
-    modules, its data and the extension built for this interpreter."""
-    core = os.path.join(pkg_dir, "_core" + ext_suffix())
-    if not os.path.isfile(core):
-        raise Failure("%s is not built for %s: run 'make build' (make install does)"
-                      % (core, sys.executable))
+    modules, its data and the extensions built for this interpreter (the
+    classifier and the ban backend: check() requires libiptc)."""
+    exts = [os.path.join(pkg_dir, mod + ext_suffix()) for mod in ("_core", "_iptc")]
+    for ext in exts:
+        if not os.path.isfile(ext):
+            raise Failure("%s is not built for %s: run 'make build' (make install does)"
+                          % (ext, sys.executable))
     out = []
     for dirpath, dirnames, filenames in os.walk(pkg_dir):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
         for name in sorted(filenames):
             src = os.path.join(dirpath, name)
             rel = os.path.relpath(src, pkg_dir)
-            if name.endswith(".py") or src == core or os.sep + "data" + os.sep in os.sep + rel:
+            if name.endswith(".py") or src in exts or os.sep + "data" + os.sep in os.sep + rel:
                 out.append((src, rel))
     return out
 
@@ -300,7 +302,7 @@ def verify_import(args, p):
         env["PYTHONPATH"] = staged(args, p["site"])
     else:
         env.pop("PYTHONPATH", None)
-    code = ("import smban, smban._core, smban.engine, smban.iptables; "
+    code = ("import smban, smban._core, smban._iptc, smban.engine, smban.iptables; "
             "print(smban.__file__)")
     r = subprocess.run([sys.executable, "-c", code], env=env, cwd="/",
                        capture_output=True, text=True)

@@ -1,7 +1,7 @@
 /*
  * fuzz_addr.c — libFuzzer harness: the ban backend's address validation
- * (smban_addr_parse / smban_addr_format in ext/iptc.c).  No table is read
- * or written: nothing here calls libiptc or needs root.
+ * (smban_addr_parse / smban_addr_format in ext/addr.c).  Built from addr.c
+ * alone: no libiptc, no table, no root.
  *
  * Input: byte 0 picks the family and byte 1 the smallest network prefix
  * allowed (0: hosts only); the rest is the address text (cut at a NUL, as
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../iptc.h"
+#include "../addr.h"
 
 #define REQUIRE(cond) do { if (!(cond)) __builtin_trap(); } while (0)
 

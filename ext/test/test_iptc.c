@@ -1,7 +1,7 @@
 /*
  * test_iptc.c — unit tests of the ban backend's input checking, in plain C:
- * address validation (smban_addr_parse / smban_addr_format) and option
- * parsing (smban_iptc_new).  None of this reads or writes a table, so it
+ * address validation (smban_addr_parse / smban_addr_format, addr.c) and
+ * option parsing (smban_iptc_new, iptc_rule.c).  None of this reads or writes a table, so it
  * runs without root and without a network namespace; the transactions are
  * tested through pytest in private namespaces.
  * Prints "N passed, N failed" and exits non-zero on a failure.
@@ -98,7 +98,7 @@ static int make(const char *chain, const char *ports, const char *proto,
     o.lockfile = "/nonexistent/xtables.lock";    /* never opened here */
     rc = smban_iptc_new(&o, &c, err);
     CHECK((rc == 0) == (c != NULL));
-    smban_iptc_free(c);
+    smban_iptc_backend.free(c);
     return rc;
 }
 

@@ -1,0 +1,22 @@
+/*
+ * errors.h — the error codes of smban's C code, shared by the classifier
+ * core (smban.h) and the ban backend (backend.h, iptc.h, addr.h).
+ *
+ * A function of the core returns 0 (or a count) on success and one of these
+ * negative codes on failure, with a message in a caller-owned
+ * err[SMBAN_ERR_LEN] where one helps.  The codes are distinct across both
+ * halves, so a binding maps each to an exception in one place.
+ */
+#ifndef SMBAN_ERRORS_H
+#define SMBAN_ERRORS_H
+
+#define SMBAN_ERR_LEN 256
+
+#define SMBAN_ENOMEM  (-1)     /* out of memory */
+#define SMBAN_EINVAL  (-2)     /* bad input: an option, an address; nothing was changed */
+#define SMBAN_EREGEX  (-3)     /* a pattern of the rule table does not compile */
+#define SMBAN_ELOCK   (-20)    /* the xtables lock was not free in time */
+#define SMBAN_EIPTC   (-21)    /* libiptc or the kernel refused; err says why */
+#define SMBAN_ESYS    (-22)    /* a system call failed (lock file, threads) */
+
+#endif
