@@ -1061,8 +1061,7 @@ static void session_transaction(smban_classifier *c, const smban_frame *f,
 /* Address inheritance (rules 2 and 5): a line that shows its client's
  * address teaches it to the session, so that the session's lines without
  * one (a cut client field, an old AUTH failure) can name their client. */
-static void session_address(smban_session *s, const smban_span *qid, uint32_t line_qid,
-                            smban_event *ev)
+static void session_address(smban_session *s, uint32_t line_qid, smban_event *ev)
 {
     if (ev->family) {
         s->family = (uint8_t)ev->family;
@@ -1071,7 +1070,7 @@ static void session_address(smban_session *s, const smban_span *qid, uint32_t li
             s->flags &= (uint8_t)~SMBAN_S_ADDR_NOQID;
         else
             s->flags |= SMBAN_S_ADDR_NOQID;
-    } else if (s->family && (qid->p || ev->kind == SMBAN_BENIGN || ev->kind == SMBAN_INFO)) {
+    } else if (s->family && (line_qid || ev->kind == SMBAN_BENIGN || ev->kind == SMBAN_INFO)) {
         /* a line that could count takes the session's address only within
          * the transaction that showed it (same queue id): without one,
          * nothing proves it is the same client */
@@ -1170,14 +1169,13 @@ static void hold_pending(smban_classifier *c, smban_session *s, uint32_t line_qi
     ev->reason = SMBAN_R_PENDING;
 }
 
-/* The pending failures a line showing the address resolves: only a line of
- * their own transaction (the same queue id, or none for both) tells whose
- * they are.  Returns the failures they add; a line adding none of its own
- * reports them (their class, the line's own as via). */
-static int resolve_pending(smban_classifier *c, smban_session *s, uint32_t line_qid,
-                           int fails, smban_event *ev)
+/* The pending failures of a line's transaction, resolved by the address
+ * the line shows.  Returns the failures they add; a line adding none of
+ * its own reports them (their class, the line's own as via). */
+static int resolve_pending(smban_classifier *c, smban_session *s, int fails,
+                           smban_event *ev)
 {
-    if (!(s->pending_ban || s->pending_suspect) || s->pending_qid != line_qid)
+    if (!(s->pending_ban || s->pending_suspect))
         return 0;
     int extra = s->pending_ban;
     if (c->opt.aggressive && !trusted(c, ev))
@@ -1213,15 +1211,17 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
 
     if (s) {
         new_session_check(c, s, own, line_qid);
-        session_address(s, qid, line_qid, ev);
+        session_address(s, line_qid, ev);
     }
     int fails = own_verdict(c, s, ev);
     if (fails && !ev->family) {
         hold_pending(c, s, line_qid, ev);
         fails = 0;
     }
-    if (s && ip_from_line)
-        fails += resolve_pending(c, s, line_qid, fails, ev);
+    /* only a line of their own transaction (the same queue id, or none for
+     * both) tells whose the pending failures are */
+    if (s && ip_from_line && s->pending_qid == line_qid)
+        fails += resolve_pending(c, s, fails, ev);
     ev->failures = fails;
 
     if (s) {
