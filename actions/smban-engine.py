@@ -22,10 +22,11 @@ Options (strings, as fail2ban passes them):
                    address that delivered accepted mail recently.
                    "%(known/mode)s" takes the filter's mode
                    (filter = smban[mode=aggressive]).
-    max_sessions   bound of the session table (default 100000)
-    session_idle   seconds after which a quiet session is forgotten (3600)
-    max_trusted    addresses remembered as legitimate senders (100000)
-    trust_seconds  how long a delivery keeps an address trusted (86400)
+    max_sessions   bound of the session table
+    session_idle   seconds after which a quiet session is forgotten
+    max_trusted    addresses remembered as legitimate senders
+    trust_seconds  how long a delivery keeps an address trusted
+                   (the defaults: python3 -c 'import smban; print(smban.DEFAULTS)')
 
 `fail2ban-client reload` keeps it attached (reload and clearAllParams are
 implemented, so fail2ban keeps this instance); stop gives the filter its own
@@ -45,16 +46,21 @@ import sys
 from fail2ban.server.actions import ActionBase
 from fail2ban.version import version as FAIL2BAN_VERSION
 
+#: The modes when smban cannot be imported: the options are checked all the
+#: same (a test keeps this equal to smban.MODES, their source).
+FALLBACK_MODES = ("normal", "aggressive")
+
 try:
-    from smban.engine import Engine
+    from smban.engine import MODES, Engine
 except (ImportError, OSError) as e:   # what an unloadable extension raises
     Engine = None
+    MODES = FALLBACK_MODES
     #: why smban is not available ("ModuleNotFoundError: No module named ...")
     IMPORT_ERROR = "%s: %s" % (type(e).__name__, e)
 else:
     IMPORT_ERROR = None
 
-_DEFAULTS = {"mode": "normal", "max_sessions": "", "session_idle": "",
+_DEFAULTS = {"mode": "", "max_sessions": "", "session_idle": "",
              "max_trusted": "", "trust_seconds": ""}
 _TYPES = {"max_sessions": int, "session_idle": float, "max_trusted": int,
           "trust_seconds": float}
@@ -67,9 +73,9 @@ def _parse(opts, warn):
             warn("smban-engine: unknown option %s=%r ignored", k, v)
             continue
         o[k] = str(v).strip()
-    mode = o.pop("mode") or "normal"
-    if mode not in ("normal", "aggressive"):
-        raise ValueError("smban-engine: mode must be normal or aggressive, not %r" % mode)
+    mode = o.pop("mode") or MODES[0]
+    if mode not in MODES:
+        raise ValueError("smban-engine: mode must be %s, not %r" % (" or ".join(MODES), mode))
     classifier = {}
     for k, v in o.items():
         if v:

@@ -96,7 +96,7 @@ def flood(pids, max_sessions, chunk=10000):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pids", type=int, default=2000000)
-    p.add_argument("--max-sessions", type=int, default=100000)
+    p.add_argument("--max-sessions", type=int, default=smban.DEFAULTS["max_sessions"])
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     r = flood(a.pids, a.max_sessions)

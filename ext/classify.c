@@ -8,8 +8,8 @@
  *   3. dispatch: each rule's constant text is checked with memcmp/memmem,
  *      and only a rule whose constant is present runs its PCRE2 pattern
  *      (JIT-compiled, match-limited; hitting the limit means no match);
- *   4. the session rules of DESIGN.md, on a bounded table keyed by
- *      (syslog host, program, pid):
+ *   4. the session rules (README.md, "Session rules"), on a bounded
+ *      table keyed by (syslog host, program, pid):
  *      - a TLS failure marks its session; that session's "did not issue" or
  *        "lost input" line is tls-fallback (benign), never a suspect;
  *      - a line without an IP (AUTH failure before 8.14.4, a bare "User
@@ -19,6 +19,9 @@
  *        trusted: its suspect lines never count, even in aggressive mode;
  *      - a session that already counted a failure does not count its
  *        closing "did not issue" again.
+ *    Each event says which rule matched (rule), whether its client
+ *    delivered mail (delivered) and why it counted or did not (reason: the
+ *    SMBAN_REASON list of rules.def), so that no caller re-derives them.
  * The core never resolves DNS and never looks for "the first IP on the
  * line": addresses come only from the client field the format defines.
  */
@@ -36,6 +39,14 @@
 
 static const char *const kind_names[] = {
 #define SMBAN_KIND(id, name) name,
+#include "rules.def"
+};
+
+static const struct {
+    const char *name;
+    const char *why;
+} reasons[] = {
+#define SMBAN_REASON(id, name, why) {name, why},
 #include "rules.def"
 };
 
@@ -96,6 +107,16 @@ int smban_class_has_client(int cls)
 const char *smban_class_why(int cls)
 {
     return cls >= 0 && cls < SMBAN_NCLASSES ? classes[cls].why : NULL;
+}
+
+const char *smban_reason_name(int reason)
+{
+    return reason >= 0 && reason < SMBAN_NREASONS ? reasons[reason].name : NULL;
+}
+
+const char *smban_reason_why(int reason)
+{
+    return reason >= 0 && reason < SMBAN_NREASONS ? reasons[reason].why : NULL;
 }
 
 /* Expand <NAME> placeholders (recursively, bounded) for one engine. */
@@ -206,10 +227,10 @@ struct smban_classifier {
 void smban_options_default(smban_options *o)
 {
     memset(o, 0, sizeof *o);
-    o->max_sessions = 100000;
-    o->session_idle = 3600;
-    o->max_trusted = 100000;
-    o->trust_seconds = 86400;
+    o->max_sessions = SMBAN_DEFAULT_MAX_SESSIONS;
+    o->session_idle = SMBAN_DEFAULT_SESSION_IDLE;
+    o->max_trusted = SMBAN_DEFAULT_MAX_TRUSTED;
+    o->trust_seconds = SMBAN_DEFAULT_TRUST_SECONDS;
 }
 
 /* Character classes of the hot loops, as one table. */
@@ -555,7 +576,7 @@ static int set_programs(smban_classifier *c, const char *list,
                         char err[SMBAN_ERR_LEN])
 {
     if (!list)
-        list = "sendmail,sm-mta,sm-acceptingconnections";
+        list = SMBAN_DEFAULT_PROGRAMS;
     if (strlen(list) >= sizeof c->programs) {
         snprintf(err, SMBAN_ERR_LEN, "program list too long");
         return SMBAN_EINVAL;
@@ -947,7 +968,7 @@ static long span_long(smban_span s)
     return v;
 }
 
-/* A session ends where a new one starts on its key (DESIGN.md session
+/* A session ends where a new one starts on its key (README.md, session
  * rule 5).  h: the line's queue id hashed, 0 for none.  A connection line
  * starts afresh.  A queue id other than the
  * session's (the next transaction, or the same pid serving a new client)
@@ -984,39 +1005,39 @@ static void new_session_check(smban_classifier *c, smban_session *s, int own,
         s->qid = h;
 }
 
+/* The hash of a line's (syslog host, program): one log usually has one
+ * host and one program, so the last one is kept and reused. */
+static uint64_t host_prog_key(smban_classifier *c, const smban_frame *f)
+{
+    /* no host is a NULL span: memcmp and memcpy take no NULL, even for
+     * 0 bytes */
+    const char *host = f->host ? f->host : "";
+    if (f->host_len == c->last_host_len && f->prog_len == c->last_prog_len
+        && f->host_len + f->prog_len <= sizeof c->last_hp
+        && memcmp(c->last_hp, host, f->host_len) == 0
+        && memcmp(c->last_hp + f->host_len, f->prog, f->prog_len) == 0)
+        return c->last_k0;
+    uint64_t k0 = smban_hash_bytes(host, f->host_len, 0)
+                ^ smban_hash_bytes(f->prog, f->prog_len, 1) * 31;
+    if (f->host_len + f->prog_len <= sizeof c->last_hp) {
+        memcpy(c->last_hp, host, f->host_len);
+        memcpy(c->last_hp + f->host_len, f->prog, f->prog_len);
+        c->last_host_len = f->host_len;
+        c->last_prog_len = f->prog_len;
+        c->last_k0 = k0;
+    }
+    return k0;
+}
+
 /* The session of a line's (host, program, pid), created if need be; NULL
  * for a line without a pid (nor a queue id to read one from). */
 static smban_session *session_of(smban_classifier *c, const smban_frame *f,
                                  const smban_span *qid)
 {
-    smban_session *s = NULL;
     long key_pid = f->pid >= 0 ? f->pid : (qid->p ? qid_pid(*qid) : -1);
-
-    if (key_pid >= 0) {
-        /* one log usually has one host and one program: reuse the hash */
-        uint64_t k0;
-        /* no host is a NULL span: memcmp and memcpy take no NULL, even for
-         * 0 bytes (found by ext/fuzz/fuzz_line.c under UBSan) */
-        const char *host = f->host ? f->host : "";
-        if (f->host_len == c->last_host_len && f->prog_len == c->last_prog_len
-            && f->host_len + f->prog_len <= sizeof c->last_hp
-            && memcmp(c->last_hp, host, f->host_len) == 0
-            && memcmp(c->last_hp + f->host_len, f->prog, f->prog_len) == 0) {
-            k0 = c->last_k0;
-        } else {
-            k0 = smban_hash_bytes(host, f->host_len, 0)
-               ^ smban_hash_bytes(f->prog, f->prog_len, 1) * 31;
-            if (f->host_len + f->prog_len <= sizeof c->last_hp) {
-                memcpy(c->last_hp, host, f->host_len);
-                memcpy(c->last_hp + f->host_len, f->prog, f->prog_len);
-                c->last_host_len = f->host_len;
-                c->last_prog_len = f->prog_len;
-                c->last_k0 = k0;
-            }
-        }
-        s = smban_table_get(c->sessions, k0, (uint64_t)key_pid, c->now, 1);
-    }
-    return s;
+    if (key_pid < 0)
+        return NULL;
+    return smban_table_get(c->sessions, host_prog_key(c, f), (uint64_t)key_pid, c->now, 1);
 }
 
 /* The transaction of a queue id: a hash, never 0 (0: a line without one). */
@@ -1037,98 +1058,170 @@ static void session_transaction(smban_classifier *c, const smban_frame *f,
         new_session_check(c, s, -1, qid_hash(qid));
 }
 
-/* The session rules (see the top of this file). */
-static void apply_session(smban_classifier *c, const smban_frame *f,
-                          const smban_span *qid, smban_event *ev)
+/* Address inheritance (rules 2 and 5): a line that shows its client's
+ * address teaches it to the session, so that the session's lines without
+ * one (a cut client field, an old AUTH failure) can name their client. */
+static void session_address(smban_session *s, uint32_t line_qid, smban_event *ev)
 {
-    int own = ev->cls;
-    int kind = smban_class_kind(own);
-    int ip_from_line = ev->family != 0;
-    smban_session *s = session_of(c, f, qid);
-
-    uint32_t line_qid = qid_hash(qid);
-    if (s)
-        new_session_check(c, s, own, line_qid);
-    if (s && ip_from_line) {
+    if (ev->family) {
         s->family = (uint8_t)ev->family;
         memcpy(s->addr, ev->addr, 16);
-        if (line_qid || own == SMBAN_C_CONNECT)
+        if (line_qid || ev->cls == SMBAN_C_CONNECT)
             s->flags &= (uint8_t)~SMBAN_S_ADDR_NOQID;
         else
             s->flags |= SMBAN_S_ADDR_NOQID;
-    } else if (s && s->family && (qid->p || kind == SMBAN_BENIGN || kind == SMBAN_INFO)) {
+    } else if (s->family && (line_qid || ev->kind == SMBAN_BENIGN || ev->kind == SMBAN_INFO)) {
         /* a line that could count takes the session's address only within
          * the transaction that showed it (same queue id): without one,
          * nothing proves it is the same client */
         ev->family = s->family;
         memcpy(ev->addr, s->addr, 16);
     }
+}
 
-    /* the line's own verdict */
-    int fails = 0, dup = 0;
-    if (own == SMBAN_C_USER_UNKNOWN && s && ev->detail.p) {
-        uint32_t h = (uint32_t)smban_hash_bytes(ev->detail.p, ev->detail.n, 7) | 1;
-        for (int i = 0; i < SMBAN_NRCPT && i < s->nrcpt; i++)
-            if (s->rcpt[i] == h)
-                dup = 1;
-        if (!dup)
-            s->rcpt[s->nrcpt++ % SMBAN_NRCPT] = h;
-        if (s->nrcpt >= 2 * SMBAN_NRCPT)
-            s->nrcpt = SMBAN_NRCPT;
-    }
-    if ((own == SMBAN_C_NULL_SESSION || own == SMBAN_C_LOST_INPUT) && s) {
-        if (s->flags & SMBAN_S_TLS_FAILED) {
-            ev->cls = SMBAN_C_TLS_FALLBACK;
-            ev->via = own;
-            kind = SMBAN_BENIGN;
-        } else if ((s->flags & SMBAN_S_COUNTED) || s->pending_ban) {
-            dup = 1;   /* the session's AUTH failures already count */
-        }
-    }
-    if (kind == SMBAN_BAN && !dup)
-        fails = 1;
-    else if (kind == SMBAN_SUSPECT && !dup)
-        fails = c->opt.aggressive ? 1 : 0;
-    if (fails && !ev->family) {
-        /* no address yet: the session may reveal it later */
-        if (s && (s->pending_ban || s->pending_suspect) && s->pending_qid != line_qid) {
-            c->cnt.dropped += (uint64_t)(s->pending_ban + s->pending_suspect);
-            s->pending_ban = s->pending_suspect = 0;
-            s->pending_cls = -1;
-        }
-        if (s) {
-            s->pending_qid = line_qid;
-            if (kind == SMBAN_BAN)
-                s->pending_ban = sat_inc(s->pending_ban, 1);
-            else
-                s->pending_suspect = sat_inc(s->pending_suspect, 1);
-            if (s->pending_cls < 0)
-                s->pending_cls = (int16_t)own;
-            c->cnt.pending++;
-        }
-        fails = 0;
-    }
-    if (kind == SMBAN_SUSPECT && fails && trusted(c, ev))
-        fails = 0;
+/* Recipient de-duplication: 1 when the session already reported this
+ * unknown recipient, so that a client retrying one mistyped address is
+ * not counted once per retry. */
+static int repeated_recipient(smban_session *s, const smban_event *ev)
+{
+    uint32_t h = (uint32_t)smban_hash_bytes(ev->detail.p, ev->detail.n, 7) | 1;
+    int dup = 0;
+    for (int i = 0; i < SMBAN_NRCPT && i < s->nrcpt; i++)
+        if (s->rcpt[i] == h)
+            dup = 1;
+    if (!dup)
+        s->rcpt[s->nrcpt++ % SMBAN_NRCPT] = h;
+    if (s->nrcpt >= 2 * SMBAN_NRCPT)
+        s->nrcpt = SMBAN_NRCPT;
+    return dup;
+}
 
-    /* failures waiting for this session's address: only a line of their
-     * own transaction (the same queue id, or none for both) reveals it */
-    if (s && ip_from_line && (s->pending_ban || s->pending_suspect)
-        && s->pending_qid == line_qid) {
-        int extra = s->pending_ban;
-        if (c->opt.aggressive && !trusted(c, ev))
-            extra += s->pending_suspect;
-        if (extra && !fails) {
-            ev->via = ev->cls;
-            ev->cls = s->pending_cls;
-            kind = smban_class_kind(ev->cls);
+/* A session's closing line ("did not issue", "lost input"): after a TLS
+ * failure it is the RFC 3207 fallback (rule 1: the sender retries in clear
+ * text), reported as tls-fallback; returns 1 when it repeats failures the
+ * session already counts (rule 4: one client, one count). */
+static int session_close(const smban_session *s, smban_event *ev)
+{
+    if (s->flags & SMBAN_S_TLS_FAILED) {
+        ev->via = ev->cls;
+        ev->cls = SMBAN_C_TLS_FALLBACK;
+        ev->kind = SMBAN_BENIGN;
+        return 0;
+    }
+    return (s->flags & SMBAN_S_COUNTED) || s->pending_ban;
+}
+
+/* The line's own verdict: the failure it adds by itself (0 or 1) and why
+ * (ev->reason); a suspect counts only in aggressive mode, and never for a
+ * trusted address (rule 3). */
+static int own_verdict(smban_classifier *c, smban_session *s, smban_event *ev)
+{
+    int own = ev->cls, dup = 0;
+    if (s && own == SMBAN_C_USER_UNKNOWN && ev->detail.p)
+        dup = repeated_recipient(s, ev);
+    if (s && (own == SMBAN_C_NULL_SESSION || own == SMBAN_C_LOST_INPUT)) {
+        dup = session_close(s, ev);
+        if (ev->cls == SMBAN_C_TLS_FALLBACK) {
+            ev->reason = SMBAN_R_TLS_FALLBACK;
+            return 0;
         }
-        fails += extra;
-        c->cnt.resolved += (uint64_t)(s->pending_ban + s->pending_suspect);
+    }
+    if (ev->kind == SMBAN_BENIGN || ev->kind == SMBAN_INFO) {
+        ev->reason = ev->kind == SMBAN_BENIGN ? SMBAN_R_BENIGN : SMBAN_R_INFO;
+        return 0;
+    }
+    if (ev->kind == SMBAN_SUSPECT && trusted(c, ev))
+        ev->reason = SMBAN_R_TRUSTED;
+    else if (ev->kind == SMBAN_SUSPECT && !c->opt.aggressive)
+        ev->reason = SMBAN_R_SUSPECT_NORMAL_MODE;
+    else if (dup)
+        ev->reason = SMBAN_R_ALREADY_COUNTED;
+    else {
+        ev->reason = SMBAN_R_COUNTED;
+        return 1;
+    }
+    return 0;
+}
+
+/* Pending failures (rule 2): a failure without an address waits in its
+ * session, since a later line of its transaction may show the address;
+ * what waited for another transaction is dropped, never passed on. */
+static void hold_pending(smban_classifier *c, smban_session *s, uint32_t line_qid,
+                         smban_event *ev)
+{
+    if (!s) {
+        ev->reason = SMBAN_R_NO_CLIENT;
+        return;
+    }
+    if ((s->pending_ban || s->pending_suspect) && s->pending_qid != line_qid) {
+        c->cnt.dropped += (uint64_t)(s->pending_ban + s->pending_suspect);
         s->pending_ban = s->pending_suspect = 0;
         s->pending_cls = -1;
     }
-    ev->kind = kind;
+    s->pending_qid = line_qid;
+    if (ev->kind == SMBAN_BAN)
+        s->pending_ban = sat_inc(s->pending_ban, 1);
+    else
+        s->pending_suspect = sat_inc(s->pending_suspect, 1);
+    if (s->pending_cls < 0)
+        s->pending_cls = (int16_t)ev->cls;
+    c->cnt.pending++;
+    ev->reason = SMBAN_R_PENDING;
+}
+
+/* The pending failures of a line's transaction, resolved by the address
+ * the line shows.  Returns the failures they add; a line adding none of
+ * its own reports them (their class, the line's own as via). */
+static int resolve_pending(smban_classifier *c, smban_session *s, int fails,
+                           smban_event *ev)
+{
+    if (!(s->pending_ban || s->pending_suspect))
+        return 0;
+    int extra = s->pending_ban;
+    if (c->opt.aggressive && !trusted(c, ev))
+        extra += s->pending_suspect;
+    if (extra && !fails) {
+        ev->via = ev->cls;
+        ev->cls = s->pending_cls;
+        ev->kind = smban_class_kind(ev->cls);
+        ev->reason = SMBAN_R_RESOLVED;
+    }
+    c->cnt.resolved += (uint64_t)(s->pending_ban + s->pending_suspect);
+    s->pending_ban = s->pending_suspect = 0;
+    s->pending_cls = -1;
+    return extra;
+}
+
+/* Trust (rule 3): mail accepted from an address, or its successful AUTH,
+ * vouches for it for trust_seconds. */
+static void earn_trust(smban_classifier *c, int own, const smban_event *ev)
+{
+    if (ev->family && (own == SMBAN_C_AUTH_SUCCESS || ev->delivered))
+        trust(c, ev);
+}
+
+/* The session rules (see the top of this file), step by step. */
+static void apply_session(smban_classifier *c, const smban_frame *f,
+                          const smban_span *qid, smban_event *ev)
+{
+    int own = ev->cls;
+    int ip_from_line = ev->family != 0;
+    uint32_t line_qid = qid_hash(qid);
+    smban_session *s = session_of(c, f, qid);
+
+    if (s) {
+        new_session_check(c, s, own, line_qid);
+        session_address(s, line_qid, ev);
+    }
+    int fails = own_verdict(c, s, ev);
+    if (fails && !ev->family) {
+        hold_pending(c, s, line_qid, ev);
+        fails = 0;
+    }
+    /* only a line of their own transaction (the same queue id, or none for
+     * both) tells whose the pending failures are */
+    if (s && ip_from_line && s->pending_qid == line_qid)
+        fails += resolve_pending(c, s, fails, ev);
     ev->failures = fails;
 
     if (s) {
@@ -1137,9 +1230,7 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
         if (fails)
             s->flags |= SMBAN_S_COUNTED;
     }
-    if (ev->family && (own == SMBAN_C_AUTH_SUCCESS
-                       || (own == SMBAN_C_ENVELOPE && span_long(ev->detail) > 0)))
-        trust(c, ev);
+    earn_trust(c, own, ev);
     /* "did not issue" and "lost input" end a session */
     if (s && (own == SMBAN_C_NULL_SESSION || own == SMBAN_C_LOST_INPUT))
         smban_table_del(c->sessions, s);
@@ -1188,6 +1279,7 @@ static int classify_line(smban_classifier *c, const char *line, size_t len,
     ev->code = 0;
     ev->has_code = 0;
     ev->cls = r->cls;
+    ev->rule = ri;
     ev->via = -1;
     ev->time = f.time;
     ev->has_time = f.has_time;
@@ -1231,9 +1323,19 @@ static int classify_line(smban_classifier *c, const char *line, size_t len,
             ev->has_code = 1;
         }
     }
+    /* the client delivered mail: an envelope of accepted recipients, read
+     * from fields sendmail wrote whole (the session rules trust it) */
+    ev->delivered = r->cls == SMBAN_C_ENVELOPE && span_long(ev->detail) > 0;
     ev->kind = smban_class_kind(ev->cls);
-    if (smban_class_has_client(ev->cls))
+    if (smban_class_has_client(ev->cls)) {
         apply_session(c, &f, &qid, ev);
+    } else {
+        /* a line about no remote client (a delivery, a daemon throttle) */
+        static const int by_kind[SMBAN_NKINDS] = {
+            [SMBAN_BAN] = SMBAN_R_NO_CLIENT, [SMBAN_SUSPECT] = SMBAN_R_NO_CLIENT,
+            [SMBAN_BENIGN] = SMBAN_R_BENIGN, [SMBAN_INFO] = SMBAN_R_INFO};
+        ev->reason = by_kind[ev->kind];
+    }
     c->cnt.recognised++;
     return 1;
 }

@@ -17,7 +17,11 @@ typedef struct {
     PyTypeObject *classifier_type;
     PyObject *class_names;          /* tuple of str, by class id */
     PyObject *kind_names;           /* tuple of str, by kind */
+    PyObject *reason_names;         /* tuple of str, by reason */
 } smban_state;
+
+/* The modes, by smban_options.aggressive (Python: smban.MODES). */
+static const char *const mode_names[] = {"normal", "aggressive"};
 
 static struct PyModuleDef smban_module;
 
@@ -43,6 +47,9 @@ static PyStructSequence_Field event_fields[] = {
     {"failures", "failures this line adds for ip in this mode (0, 1, or more when a session's pending failures resolve)"},
     {"via", "the line's own class when name reports pending failures or a TLS fallback, else None"},
     {"program", "the syslog tag"},
+    {"rule", "the index in rules() of the rule the line matched"},
+    {"delivered", "True for an envelope whose message was accepted (recipients, a size)"},
+    {"reason", "why failures is what it is: counted, resolved, pending, trusted, ... (REASONS)"},
     {NULL, NULL},
 };
 
@@ -50,7 +57,7 @@ static PyStructSequence_Desc event_desc = {
     "smban.Event",
     "A recognised sendmail log line.",
     event_fields,
-    14,
+    sizeof event_fields / sizeof event_fields[0] - 1,
 };
 
 static PyObject *span_str(smban_span s)
@@ -89,6 +96,9 @@ static PyObject *make_event(smban_state *st, const smban_event *ev)
     SET(12, ev->via >= 0 ? Py_NewRef(PyTuple_GET_ITEM(st->class_names, ev->via))
                          : Py_NewRef(Py_None));
     SET(13, span_str(ev->prog));
+    SET(14, PyLong_FromLong(ev->rule));
+    SET(15, PyBool_FromLong(ev->delivered));
+    SET(16, Py_NewRef(PyTuple_GET_ITEM(st->reason_names, ev->reason)));
 #undef SET
     return o;
 error:
@@ -121,12 +131,14 @@ Classifier_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     static char *kwlist[] = {"mode", "max_sessions", "session_idle",
                              "max_trusted", "trust_seconds", "ref_time",
                              "programs", "regex_only", NULL};
-    const char *mode = "normal";
-    Py_ssize_t max_sessions = 100000, max_trusted = 100000;
-    double session_idle = 3600, trust_seconds = 86400;
+    const char *mode = mode_names[0];
+    smban_options opt;
+    smban_options_default(&opt);
+    Py_ssize_t max_sessions = (Py_ssize_t)opt.max_sessions;
+    Py_ssize_t max_trusted = (Py_ssize_t)opt.max_trusted;
+    double session_idle = opt.session_idle, trust_seconds = opt.trust_seconds;
     PyObject *ref_time = Py_None, *programs = Py_None, *joined = NULL;
     int regex_only = 0;
-    smban_options opt;
     char err[SMBAN_ERR_LEN] = "";
     ClassifierObject *self = NULL;
 
@@ -135,15 +147,14 @@ Classifier_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                                      &max_trusted, &trust_seconds, &ref_time,
                                      &programs, &regex_only))
         return NULL;
-    smban_options_default(&opt);
     opt.regex_only = regex_only;
-    if (strcmp(mode, "normal") == 0)
+    if (strcmp(mode, mode_names[0]) == 0)
         opt.aggressive = 0;
-    else if (strcmp(mode, "aggressive") == 0)
+    else if (strcmp(mode, mode_names[1]) == 0)
         opt.aggressive = 1;
     else {
         PyErr_Format(PyExc_ValueError,
-                     "mode must be 'normal' or 'aggressive', not %R",
+                     "mode must be '%s' or '%s', not %R", mode_names[0], mode_names[1],
                      PyTuple_Size(args) ? PyTuple_GET_ITEM(args, 0)
                                         : PyDict_GetItemString(kwargs, "mode"));
         return NULL;
@@ -331,8 +342,7 @@ static int batch_add(void *ctx, uint64_t lineno, const char *line, size_t len,
     return 0;
 }
 
-static PyObject *count_dict(smban_state *st, const uint64_t *v, PyObject *names,
-                            Py_ssize_t n)
+static PyObject *count_dict(const uint64_t *v, PyObject *names, Py_ssize_t n)
 {
     PyObject *d = PyDict_New();
     if (!d)
@@ -348,7 +358,6 @@ static PyObject *count_dict(smban_state *st, const uint64_t *v, PyObject *names,
         }
         Py_DECREF(x);
     }
-    (void)st;
     return d;
 }
 
@@ -399,8 +408,8 @@ static PyObject *Classifier_classify_buffer(ClassifierObject *self, PyObject *ar
         Py_CLEAR(x);                                                    \
     } while (0)
     PUT("lines", PyLong_FromLongLong(nlines));
-    PUT("classes", count_dict(st, b->by_class, st->class_names, SMBAN_NCLASSES));
-    PUT("kinds", count_dict(st, b->by_kind, st->kind_names, SMBAN_NKINDS));
+    PUT("classes", count_dict(b->by_class, st->class_names, SMBAN_NCLASSES));
+    PUT("kinds", count_dict(b->by_kind, st->kind_names, SMBAN_NKINDS));
     PUT("failures", PyLong_FromUnsignedLongLong(b->failures));
     if (want_events) {
         PyObject *list = PyList_New((Py_ssize_t)b->n);
@@ -468,8 +477,7 @@ static PyObject *Classifier_reset(ClassifierObject *self, PyObject *Py_UNUSED(ig
 
 static PyObject *Classifier_get_mode(ClassifierObject *self, void *Py_UNUSED(closure))
 {
-    return PyUnicode_FromString(smban_classifier_options(self->c)->aggressive
-                                ? "aggressive" : "normal");
+    return PyUnicode_FromString(mode_names[smban_classifier_options(self->c)->aggressive != 0]);
 }
 
 static PyObject *Classifier_get_programs(ClassifierObject *self, void *Py_UNUSED(closure))
@@ -504,10 +512,10 @@ static PyGetSetDef Classifier_getset[] = {
 };
 
 static PyType_Slot Classifier_slots[] = {
-    {Py_tp_doc, "Classifier(mode='normal', *, max_sessions=100000, session_idle=3600.0,\n"
-                "           max_trusted=100000, trust_seconds=86400.0, ref_time=None,\n"
-                "           programs=None, regex_only=False)\n\n"
-                "A session-aware classifier of sendmail log lines."},
+    {Py_tp_doc, "Classifier(mode='normal', *, max_sessions, session_idle, max_trusted,\n"
+                "           trust_seconds, ref_time=None, programs=None, regex_only=False)\n\n"
+                "A session-aware classifier of sendmail log lines; the options\n"
+                "default to DEFAULTS."},
     {Py_tp_new, Classifier_new},
     {Py_tp_dealloc, Classifier_dealloc},
     {Py_tp_traverse, Classifier_traverse},
@@ -569,24 +577,92 @@ static PyObject *smban_rules_py(PyObject *module, PyObject *Py_UNUSED(ignored))
     return list;
 }
 
-/* classes() -> list of (name, kind, why), in table order. */
-static PyObject *smban_classes_py(PyObject *module, PyObject *Py_UNUSED(ignored))
+/* A list of item(i) for i in [0, n); NULL with an exception set. */
+static PyObject *list_of(int n, PyObject *(*item)(int))
 {
-    PyObject *list = PyList_New(SMBAN_NCLASSES);
+    PyObject *list = PyList_New(n);
     if (!list)
         return NULL;
-    for (int i = 0; i < SMBAN_NCLASSES; i++) {
-        PyObject *t = Py_BuildValue("(sss)", smban_class_name(i),
-                                    smban_kind_name(smban_class_kind(i)),
-                                    smban_class_why(i));
+    for (int i = 0; i < n; i++) {
+        PyObject *t = item(i);
         if (!t) {
             Py_DECREF(list);
             return NULL;
         }
         PyList_SET_ITEM(list, i, t);
     }
-    (void)module;
     return list;
+}
+
+static PyObject *class_item(int i)
+{
+    return Py_BuildValue("(sss)", smban_class_name(i), smban_kind_name(smban_class_kind(i)),
+                         smban_class_why(i));
+}
+
+static PyObject *reason_item(int i)
+{
+    return Py_BuildValue("(ss)", smban_reason_name(i), smban_reason_why(i));
+}
+
+/* classes() -> list of (name, kind, why), in table order. */
+static PyObject *smban_classes_py(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    return list_of(SMBAN_NCLASSES, class_item);
+}
+
+/* reasons() -> list of (name, why), in the order of REASONS. */
+static PyObject *smban_reasons_py(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    return list_of(SMBAN_NREASONS, reason_item);
+}
+
+/* A tuple of n interned names; NULL with an exception set. */
+static PyObject *name_tuple(int n, const char *(*name)(int))
+{
+    PyObject *t = PyTuple_New(n);
+    if (!t)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *s = PyUnicode_InternFromString(name(i));
+        if (!s) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, s);
+    }
+    return t;
+}
+
+static const char *mode_name(int i)
+{
+    return mode_names[i];
+}
+
+/* The classifier's defaults, as Classifier takes them. */
+static PyObject *defaults_dict(void)
+{
+    smban_options o;
+    smban_options_default(&o);
+    return Py_BuildValue("{sssnsdsnsdss}",
+                         "mode", mode_names[o.aggressive != 0],
+                         "max_sessions", (Py_ssize_t)o.max_sessions,
+                         "session_idle", o.session_idle,
+                         "max_trusted", (Py_ssize_t)o.max_trusted,
+                         "trust_seconds", o.trust_seconds,
+                         "programs", SMBAN_DEFAULT_PROGRAMS);
+}
+
+/* Add value (a new reference, or NULL on error) to module as name. */
+static int add_constant(PyObject *module, const char *name, PyObject *value)
+{
+    if (!value)
+        return -1;
+    int rc = PyModule_AddObjectRef(module, name, value);
+    Py_DECREF(value);
+    return rc;
 }
 
 static PyMethodDef module_methods[] = {
@@ -594,6 +670,8 @@ static PyMethodDef module_methods[] = {
      "rules() -> list of dicts: the rule table with both engines' patterns."},
     {"classes", smban_classes_py, METH_NOARGS,
      "classes() -> list of (name, kind, why)."},
+    {"reasons", smban_reasons_py, METH_NOARGS,
+     "reasons() -> list of (name, why): why a line counted or did not (Event.reason)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -608,23 +686,19 @@ static int module_exec(PyObject *module)
                                                                    &Classifier_spec, NULL);
     if (!st->classifier_type || PyModule_AddType(module, st->classifier_type) < 0)
         return -1;
-    if (!(st->class_names = PyTuple_New(SMBAN_NCLASSES)))
+    if (!(st->class_names = name_tuple(SMBAN_NCLASSES, smban_class_name))
+        || !(st->kind_names = name_tuple(SMBAN_NKINDS, smban_kind_name))
+        || !(st->reason_names = name_tuple(SMBAN_NREASONS, smban_reason_name)))
         return -1;
-    for (int i = 0; i < SMBAN_NCLASSES; i++) {
-        PyObject *s = PyUnicode_InternFromString(smban_class_name(i));
-        if (!s)
-            return -1;
-        PyTuple_SET_ITEM(st->class_names, i, s);
-    }
-    if (!(st->kind_names = PyTuple_New(SMBAN_NKINDS)))
-        return -1;
-    for (int i = 0; i < SMBAN_NKINDS; i++) {
-        PyObject *s = PyUnicode_InternFromString(smban_kind_name(i));
-        if (!s)
-            return -1;
-        PyTuple_SET_ITEM(st->kind_names, i, s);
-    }
-    if (PyModule_AddIntConstant(module, "MAX_LINE", SMBAN_MAX_LINE) < 0)
+    /* the names and defaults the Python side uses, from their one source */
+    if (PyModule_AddObjectRef(module, "CLASSES", st->class_names) < 0
+        || PyModule_AddObjectRef(module, "KINDS", st->kind_names) < 0
+        || PyModule_AddObjectRef(module, "REASONS", st->reason_names) < 0
+        || add_constant(module, "MODES", name_tuple((int)(sizeof mode_names
+                                                          / sizeof mode_names[0]),
+                                                    mode_name)) < 0
+        || add_constant(module, "DEFAULTS", defaults_dict()) < 0
+        || PyModule_AddIntConstant(module, "MAX_LINE", SMBAN_MAX_LINE) < 0)
         return -1;
     return 0;
 }
@@ -636,6 +710,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->classifier_type);
     Py_VISIT(st->class_names);
     Py_VISIT(st->kind_names);
+    Py_VISIT(st->reason_names);
     return 0;
 }
 
@@ -646,6 +721,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->classifier_type);
     Py_CLEAR(st->class_names);
     Py_CLEAR(st->kind_names);
+    Py_CLEAR(st->reason_names);
     return 0;
 }
 

@@ -253,7 +253,6 @@ smban_session *smban_table_get(smban_table *t, uint64_t k0, uint64_t k1,
         s->k0 = k0;
         s->k1 = k1;
         s->hash = key_hash(k0, k1);
-        s->used = 1;
         s->pending_cls = -1;
         size_t j = s->hash & t->mask;
         while (t->index[j].pos != NIL)

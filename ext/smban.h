@@ -33,6 +33,13 @@ enum smban_class {
     SMBAN_NCLASSES
 };
 
+/* Why a recognised line counted or did not (smban_event.reason). */
+enum smban_reason {
+#define SMBAN_REASON(id, name, why) SMBAN_R_##id,
+#include "rules.def"
+    SMBAN_NREASONS
+};
+
 enum smban_where { SMBAN_START, SMBAN_INSIDE, SMBAN_END };
 
 /* How a rule finds its client's address among text the client chose
@@ -67,6 +74,8 @@ const char *smban_class_name(int cls);
 int smban_class_kind(int cls);
 int smban_class_has_client(int cls);
 const char *smban_class_why(int cls);
+const char *smban_reason_name(int reason);
+const char *smban_reason_why(int reason);
 
 /* Expand the placeholders of a pattern for the C engine (twin = 0) or for
  * the fail2ban filter (twin = 1).  Returns a malloc'ed string the caller
@@ -126,7 +135,6 @@ typedef struct {
     double last;
     uint32_t prev, next;    /* LRU list, pool indices */
     uint32_t hash;
-    uint8_t used;
     /* payload */
     uint8_t family;         /* 0: no address known */
     uint8_t flags;          /* SMBAN_S_* */
@@ -172,14 +180,21 @@ uint64_t smban_hash_bytes(const void *p, size_t n, uint64_t seed);
 
 typedef struct {
     int aggressive;          /* suspects count toward bans */
-    size_t max_sessions;     /* default 100000 */
-    double session_idle;     /* seconds; default 3600 */
-    size_t max_trusted;      /* IPs remembered as legitimate; default 100000 */
-    double trust_seconds;    /* how long delivered mail vouches; default 86400 */
+    size_t max_sessions;     /* bound of the session table */
+    double session_idle;     /* seconds of log time a quiet session is kept */
+    size_t max_trusted;      /* IPs remembered as legitimate */
+    double trust_seconds;    /* how long delivered mail vouches */
     double ref_time;         /* year inference; 0: the wall clock */
     const char *programs;    /* comma-separated syslog tags; NULL: default */
     int regex_only;          /* tests: no hand-written parser, patterns only */
 } smban_options;
+
+/* The defaults (smban_options_default; Python: smban.DEFAULTS). */
+#define SMBAN_DEFAULT_MAX_SESSIONS 100000
+#define SMBAN_DEFAULT_SESSION_IDLE 3600.0
+#define SMBAN_DEFAULT_MAX_TRUSTED 100000
+#define SMBAN_DEFAULT_TRUST_SECONDS 86400.0
+#define SMBAN_DEFAULT_PROGRAMS "sendmail,sm-mta,sm-acceptingconnections"
 
 void smban_options_default(smban_options *o);
 
@@ -198,6 +213,9 @@ typedef struct {
     long code;              /* SASL code; valid when has_code */
     int has_code;
     smban_span qid, user, host, mech, detail, prog;
+    int rule;               /* index in smban_rules of the rule the line matched */
+    int delivered;          /* 1: an envelope whose message was accepted */
+    int reason;             /* enum smban_reason: why failures is what it is */
 } smban_event;
 
 typedef struct {
@@ -216,7 +234,7 @@ void smban_classifier_free(smban_classifier *c);
 /* Classify one line (no newline).  Returns 1 and fills ev when the line is
  * recognised, 0 when it is not (ev untouched).  Spans in ev borrow from
  * line, except an envelope's detail when its message size is 0: a static
- * "0" (nothing was accepted).  Updates the session table: lines must come
+ * "0" (nothing was accepted; ev->delivered says so too).  Updates the session table: lines must come
  * in log order. */
 int smban_classify(smban_classifier *c, const char *line, size_t len,
                    smban_event *ev);

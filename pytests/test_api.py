@@ -211,3 +211,124 @@ def test_failure_is_classify_keeping_only_what_counts():
         assert kept >= 50 and a.stats() == b.stats()
     with pytest.raises(TypeError, match=r"failure\(\) takes str or bytes"):
         smban.Classifier().failure(3)
+
+
+def test_new_event_fields_come_last():
+    """Fields added to the Event go at the end: code reading the first ones
+    by position, and the JSON of `classify --json`, keep working."""
+    assert smban.EVENT_FIELDS == (
+        "kind", "name", "ip", "time", "pid", "qid", "user", "host", "mech", "code",
+        "detail", "failures", "via", "program", "rule", "delivered", "reason")
+    ev = smban.Classifier(ref_time=REF_TIME).classify(BRUTE % (1, 1, 1))
+    assert ev[-3:] == (ev.rule, False, "counted")
+
+
+def test_names_and_defaults_come_from_the_core():
+    assert smban.MODES == ("normal", "aggressive")
+    assert smban.KINDS == ("ban", "suspect", "benign", "info")
+    assert smban.CLASSES == tuple(name for name, _kind, _why in smban.classes())
+    assert smban.REASONS == tuple(name for name, _why in smban.reasons())
+    assert {"counted", "resolved", "pending", "no-client", "trusted", "suspect-normal-mode",
+            "already-counted", "tls-fallback", "benign", "info"} == set(smban.REASONS)
+    assert smban.DEFAULTS == {"mode": "normal", "max_sessions": 100000, "session_idle": 3600.0,
+                              "max_trusted": 100000, "trust_seconds": 86400.0,
+                              "programs": "sendmail,sm-mta,sm-acceptingconnections"}
+    c = smban.Classifier()
+    st = c.stats()
+    assert c.mode == smban.DEFAULTS["mode"] and c.programs == smban.DEFAULTS["programs"]
+    assert st["max_sessions"] == smban.DEFAULTS["max_sessions"]
+    assert "max_sessions=100000" in smban.Classifier.__doc__
+    r = smban_cmd("classify", "--mode", "paranoid", "/dev/null")
+    assert r.returncode == 2 and "choose from 'normal', 'aggressive'" in r.stderr
+
+
+def test_rule_is_the_index_of_the_rule_that_matched():
+    rules = smban.rules()
+    c = smban.Classifier(ref_time=REF_TIME)
+    ev = c.classify(BRUTE % (1, 1, 1))
+    # the first AUTH failure rule: the one with relay=, in the twin
+    assert ev.rule == 0 and rules[0]["name"] == "auth-failure" and rules[0]["twin"]
+    ev = c.classify(b"Nov 17 00:40:02 h sendmail[7]: 4AH5e1Aa000007: AUTH failure (LOGIN): "
+                    b"authentication failure (-13) SASL(-13): authentication failure")
+    assert ev.rule == 1 and not rules[1]["twin"] and "relay" not in rules[1]["pattern"]
+    # two rules of one class: the one whose constant the line holds
+    pre = [i for i, r in enumerate(rules) if r["name"] == "pregreeting"]
+    assert len(pre) == 2
+    ev = c.classify(b"Nov 17 00:40:03 h sendmail[8]: 4AH5e1Aa000008: rejecting commands from "
+                    b"[192.0.2.7] due to pre-greeting traffic after 0 seconds")
+    assert ev.rule == pre[0]
+    ev = c.classify(b"Nov 17 00:40:04 h sendmail[9]: 4AH5e1Aa000009: rejecting EHLO from "
+                    b"[192.0.2.7] due to traffic before response")
+    assert ev.rule == pre[1]
+    # every fixture line: the rule is of the line's own class
+    from conftest import all_samples
+    c = smban.Classifier("aggressive", ref_time=REF_TIME)
+    seen = set()
+    for s in all_samples():
+        ev = c.classify(s.line)
+        if ev is None:
+            continue
+        own = ev.via if ev.via is not None and ev.name != "tls-fallback" else ev.name
+        if own == "tls-fallback":     # a fallback's line resolved pending failures
+            own = rules[ev.rule]["name"]
+            assert own in ("null-session", "lost-input"), s.id
+        assert rules[ev.rule]["name"] == own, s.id
+        seen.add(ev.rule)
+    assert len(seen) > len(rules) * 3 // 4
+
+
+ENVELOPE = (b"Nov 17 00:40:%02d h sendmail[%d]: 4AH5e1Aa%06d: from=<a@example.org>, size=%d, "
+            b"class=0, nrcpts=%d, proto=ESMTP, daemon=MTA, relay=[192.0.2.%d]")
+
+
+def test_delivered_is_an_envelope_that_accepted_a_message():
+    c = smban.Classifier(ref_time=REF_TIME)
+    ev = c.classify(ENVELOPE % (1, 1, 1, 5120, 2, 1))
+    assert ev.name == "envelope" and ev.delivered is True and ev.detail == "2"
+    # recipients, but the client went away before the message: nothing accepted
+    ev = c.classify(ENVELOPE % (2, 2, 2, 0, 1, 2))
+    assert ev.delivered is False and ev.detail == "0"
+    ev = c.classify(ENVELOPE % (3, 3, 3, 900, 0, 3))
+    assert ev.delivered is False and ev.detail == "0"
+    # a sender long enough to have been cut by from=%.200s: its size and
+    # recipients may be the client's own text
+    long_from = (b"Nov 17 00:40:04 h sendmail[4]: 4AH5e1Aa000004: from=<" + b"a" * 200
+                 + b"@example.org>, size=900, class=0, nrcpts=1, proto=ESMTP, relay=[192.0.2.4]")
+    ev = c.classify(long_from)
+    assert ev.name == "envelope" and ev.delivered is False and ev.detail is None
+    assert c.classify(BRUTE % (5, 5, 5)).delivered is False
+    # delivered is what earns trust: in aggressive mode the address that
+    # delivered is spared its dropped connection, the other is not
+    c = smban.Classifier("aggressive", ref_time=REF_TIME)
+    dni = b"Nov 17 00:41:%02d h sendmail[%d]: 4AH5f1Aa%06d: [192.0.2.%d] did not issue " \
+          b"MAIL/EXPN/VRFY/ETRN during connection to MTA"
+    c.classify(ENVELOPE % (1, 11, 11, 5120, 1, 11))
+    c.classify(ENVELOPE % (2, 12, 12, 0, 1, 12))
+    a, b = c.classify(dni % (3, 13, 13, 11)), c.classify(dni % (4, 14, 14, 12))
+    assert (a.failures, a.reason) == (0, "trusted")
+    assert (b.failures, b.reason) == (1, "counted")
+
+
+def test_reasons_of_lines_outside_the_sessions():
+    c = smban.Classifier("aggressive", ref_time=REF_TIME)
+    # a failure without an address, a pid or a queue id: no session to wait in
+    ev = c.classify(b"Nov 17 00:40:01 h sendmail: AUTH failure (LOGIN): authentication "
+                    b"failure (-13) SASL(-13): authentication failure")
+    assert (ev.name, ev.ip, ev.failures, ev.reason) == ("auth-failure", None, 0, "no-client")
+    assert c.stats()["pending"] == 0
+    # lines about no remote client
+    ev = c.classify(b"Nov 17 00:40:02 h sendmail[3]: 4AH5e1Aa000003: to=<b@example.org>, "
+                    b"delay=00:00:01, mailer=esmtp, stat=Sent")
+    assert (ev.name, ev.reason) == ("delivery", "info")
+    ev = c.classify(b"Nov 17 00:40:03 h sendmail[4]: rejecting connections on daemon MTA: "
+                    b"load average: 40")
+    assert (ev.name, ev.reason) == ("resource-throttle", "benign")
+
+
+def test_readme_lists_every_reason_in_order():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    table = text.split("| reason | the line |\n", 1)[1].split("\n\n", 1)[0]
+    names = [n for row in table.splitlines()[1:]
+             for n in row.split("|")[1].replace("`", "").replace(",", " ").split()]
+    assert tuple(names) == smban.REASONS

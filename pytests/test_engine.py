@@ -12,9 +12,9 @@ import pytest
 
 import smban
 import smban.engine
-from conftest import all_samples, f2b_dist_params, f2b_failures, load_f2b_filter, \
-    modified_twin
-from smban.filter import twin_rules
+from conftest import REF_TIME, all_samples, f2b_dist_params, f2b_failures, \
+    load_f2b_filter, modified_twin
+from smban.filter import failregex_by_rule, twin_rules
 
 AUTH_NO_RELAY = ("{t} old sendmail[{pid}]: 32E5lOxs{pid:06d}: AUTH failure (LOGIN): "
                  "authentication failure (-13) SASL(-13): authentication failure: "
@@ -166,6 +166,29 @@ def test_same_failregex_index_as_the_twin_on_every_fixture(f2b_confdir):
     assert compared >= 10
 
 
+def test_a_failure_names_the_failregex_of_its_rule(twin):
+    """Event.rule indexes the rule table, and through it the twin's
+    failregex list: on every fixture line the C engine counts by a rule of
+    the twin, fail2ban's own Filter matches that very failregex."""
+    by_rule = failregex_by_rule()
+    assert [name for name, idx in by_rule if idx is not None] == [n for n, _ in twin_rules()]
+    assert [idx for _, idx in by_rule if idx is not None] == list(range(len(twin_rules())))
+    checked = set()
+    for s in all_samples():
+        if s.spec and s.spec.get("twin") is False:    # a framing the twin cannot read
+            continue
+        ev = smban.Classifier("normal", ref_time=REF_TIME).classify(s.line)
+        if ev is None or not ev.failures:
+            continue
+        name, idx = by_rule[ev.rule]
+        assert name == ev.name, s.id
+        if idx is not None:
+            assert [i for _, i in f2b_failures(twin, s.line)] == [idx], s.id
+            checked.add(idx)
+    # every failregex but one of two AUTH failure shapes' is met
+    assert len(checked) >= len(twin_rules()) - 1, sorted(checked)
+
+
 def test_lines_older_than_findtime_are_ignored_while_catching_up(flt):
     smban.engine.Engine(flt).attach()
     flt.inOperation = False
@@ -269,6 +292,8 @@ def test_the_action_reload_keeps_it_and_rechecks_the_filter(flt, f2b_confdir, ca
     assert "processLine" not in flt.__dict__
     with pytest.raises(ValueError, match="mode must be normal or aggressive"):
         mod.Action(Jail(), "smban-engine", mode="paranoid")
+    # the names it checks without smban are smban's
+    assert mod.FALLBACK_MODES == mod.MODES == smban.MODES
     with pytest.raises(ValueError, match="max_sessions='many' is not a number"):
         mod.Action(Jail(), "smban-engine", max_sessions="many")
 

@@ -8,25 +8,30 @@
 
 See DESIGN.md in the source tree for the classification policy.
 """
-from smban._core import Classifier as _Classifier, Event, MAX_LINE, classes, rules
+from smban._core import (CLASSES, DEFAULTS, KINDS, MAX_LINE, MODES, REASONS,
+                         Classifier as _Classifier, Event, classes, reasons, rules)
 
 __all__ = ["Classifier", "Event", "EVENT_FIELDS", "MAX_LINE", "classes", "rules",
-           "KINDS"]
+           "reasons", "KINDS", "CLASSES", "REASONS", "MODES", "DEFAULTS"]
 
 __version__ = "0.1.0"
 
 #: The fields of an Event, in order.
 EVENT_FIELDS = Event.__match_args__
 
-#: Kinds, from the strongest to the weakest.
-KINDS = ("ban", "suspect", "benign", "info")
+# From the C core, their one source (ext/rules.def, ext/smban.h):
+#   KINDS     the kinds, from the strongest to the weakest;
+#   CLASSES   the class names (Event.name), in table order;
+#   REASONS   why a line counted or did not (Event.reason; reasons() says each);
+#   MODES     the Classifier's modes, the default first;
+#   DEFAULTS  the Classifier's defaults.
 
 
 class Classifier(_Classifier):
     """A session-aware classifier of sendmail log lines.
 
-    Classifier(mode="normal", *, max_sessions=100000, session_idle=3600.0,
-               max_trusted=100000, trust_seconds=86400.0, ref_time=None,
+    Classifier(mode="{mode}", *, max_sessions={max_sessions}, session_idle={session_idle},
+               max_trusted={max_trusted}, trust_seconds={trust_seconds}, ref_time=None,
                programs=None, regex_only=False)
 
     mode          "normal" counts ban classes only; "aggressive" also counts
@@ -36,8 +41,7 @@ class Classifier(_Classifier):
     session_idle  seconds of log time after which a session is forgotten.
     ref_time      epoch used to infer the year of RFC 3164 dates (default:
                   the wall clock).
-    programs      syslog tags taken as sendmail (default sendmail, sm-mta,
-                  sm-acceptingconnections).
+    programs      syslog tags taken as sendmail (default {programs}).
     regex_only    use the rule table's patterns even for the lines that have
                   an equivalent hand-written parser (for tests).
 
@@ -46,3 +50,6 @@ class Classifier(_Classifier):
     """
 
     __slots__ = ()
+
+    if __doc__:       # None under python -OO
+        __doc__ = __doc__.format(**DEFAULTS)

@@ -22,13 +22,8 @@ from smban.cli import UsageError
 from smban.logs import LogError, check_readable, open_log, size_of
 from smban.replay import FINDTIME, MAXRETRY, BanCounter
 
-#: Read size for logs.chunks.
-CHUNK = 1 << 20
 #: Below this many bytes of input, no progress bar.
 PROGRESS_MIN = 16 << 20
-#: How long an address that delivered accepted mail or authenticated stays
-#: trusted; passed to the Classifier so that both agree.
-TRUST_SECONDS = 86400.0
 
 # Why a line of a client that was not banned did not count, from the
 # strongest explanation to the weakest.  The first that applies to a client
@@ -47,16 +42,19 @@ REASONS = (
     ("benign", "timeouts, dropped connections and TLS diagnostics: never counted"),
 )
 _RANK = {name: i for i, (name, _) in enumerate(REASONS)}
-_UNCOUNTED = {"tls-fallback": "tls-fallback", "tls-failure": "tls-failure",
-              "auth-server-error": "auth-server-error"}
+# What the classifier's reason for a line that did not count (Event.reason)
+# says of its client; a benign line says it by its class when one of these.
+_UNCOUNTED = {"trusted": "trusted", "already-counted": "once-per-session",
+              "suspect-normal-mode": "suspect", "tls-fallback": "tls-fallback"}
+_BENIGN = {"tls-failure": "tls-failure", "auth-server-error": "auth-server-error"}
 
 
 def register(sub):
     p = sub.add_parser(
         "audit", help="who smban would ban and spare on your logs, and why",
         description=__doc__.split("\n\n")[1])
-    p.add_argument("--mode", choices=("normal", "aggressive"), default="normal",
-                   help="aggressive also counts suspect lines (default: normal)")
+    p.add_argument("--mode", choices=smban.MODES, default=smban.MODES[0],
+                   help="aggressive also counts suspect lines (default: %(default)s)")
     p.add_argument("--maxretry", type=int, default=MAXRETRY, metavar="N",
                    help="failures that ban (default: %d, as fail2ban)" % MAXRETRY)
     p.add_argument("--findtime", type=float, default=FINDTIME, metavar="S",
@@ -112,7 +110,7 @@ class Progress:
             self.stream.flush()
 
 
-def pieces(paths, progress, size=CHUNK):
+def pieces(paths, progress, size=logs.CHUNK):
     """Yield (path, data) over paths in order: data holds whole lines (see
     logs.chunks).  Moves progress by the bytes read from disk (for gzip, the
     compressed position)."""
@@ -150,7 +148,7 @@ class Client:
 
     __slots__ = ("ip", "host", "classes", "failures", "fail_classes", "first_fail",
                  "last_fail", "first", "last", "delivered", "authenticated",
-                 "trusted_at", "uncounted", "tls", "tls_first", "tls_last",
+                 "uncounted", "tls", "tls_first", "tls_last",
                  "tls_host", "fallbacks", "delivered_after", "clear_after")
 
     def __init__(self, ip):
@@ -163,7 +161,6 @@ class Client:
         self.first = self.last = None     # lines that were not info
         self.delivered = 0         # accepted envelopes (nrcpts > 0)
         self.authenticated = 0
-        self.trusted_at = None
         self.uncounted = {}        # reason -> lines that did not count
         self.tls = None            # TLS failure reason -> count
         self.tls_first = self.tls_last = None
@@ -178,8 +175,7 @@ class Audit:
 
     def __init__(self, mode, maxretry, findtime):
         self.mode = mode
-        self.aggressive = mode == "aggressive"
-        self.classifier = smban.Classifier(mode, trust_seconds=TRUST_SECONDS)
+        self.classifier = smban.Classifier(mode)
         self.counter = BanCounter(maxretry, findtime)
         self.clients = {}
         self.classes = {}
@@ -206,10 +202,9 @@ class Audit:
         clients = self.clients
         counter = self.counter
         tls_pids = self._tls_pids
-        aggressive = self.aggressive
         last_t = self._t
         for _lineno, ev in events:
-            kind, name, ip, t = ev[0], ev[1], ev[2], ev[3]
+            kind, name, ip, t = ev.kind, ev.name, ev.ip, ev.time
             if t is None:
                 t = last_t
             else:
@@ -225,9 +220,8 @@ class Audit:
             cls[name] = cls.get(name, 0) + 1
             if kind == "info":
                 if name == "envelope":
-                    if ev.detail not in (None, "0"):
+                    if ev.delivered:
                         c.delivered += 1
-                        c.trusted_at = t
                         if c.tls is not None:
                             c.delivered_after += 1
                             if tls_pids.get(ev.pid) != ip:
@@ -237,7 +231,6 @@ class Audit:
                         tls_pids[ev.pid] = ip
                 elif name == "auth-success":
                     c.authenticated += 1
-                    c.trusted_at = t
                 if c.host is None and ev.host and ev.host[0] != "[" and ev.host != ip:
                     c.host = ev.host
                 continue
@@ -246,7 +239,7 @@ class Audit:
             if c.first is None:
                 c.first = t
             c.last = t
-            n = ev[11]
+            n = ev.failures
             if n:
                 c.failures += n
                 fc = c.fail_classes
@@ -257,18 +250,7 @@ class Audit:
                 if counter.add(ip, t if t is not None else 0.0, n) and ip not in self.ban_at:
                     self.ban_at[ip] = t
             else:
-                why = _UNCOUNTED.get(name)
-                if why is None:
-                    if kind == "suspect":
-                        if (c.trusted_at is not None and t is not None
-                                and t - c.trusted_at <= TRUST_SECONDS):
-                            why = "trusted"
-                        elif aggressive:
-                            why = "once-per-session"
-                        else:
-                            why = "suspect"
-                    else:
-                        why = "benign"
+                why = _UNCOUNTED.get(ev.reason) or _BENIGN.get(name, "benign")
                 u = c.uncounted
                 u[why] = u.get(why, 0) + 1
             if name == "tls-failure":

@@ -13,7 +13,7 @@ def register(sub):
         description="Classify the lines of sendmail logs (plain or gzip) in order. "
                     "Without --json or --count, print one line per recognised "
                     "log line: FILE:LINE KIND NAME IP FAILURES.")
-    p.add_argument("--mode", choices=("normal", "aggressive"), default="normal",
+    p.add_argument("--mode", choices=smban.MODES, default=smban.MODES[0],
                    help="aggressive also counts suspect lines (default: normal)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true",

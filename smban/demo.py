@@ -19,7 +19,7 @@ SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo-
 def register(sub):
     p = sub.add_parser("demo", help="classify a bundled sample log and show who would be banned",
                        description=__doc__.split("\n\n")[1])
-    p.add_argument("--mode", choices=("normal", "aggressive"), default="normal")
+    p.add_argument("--mode", choices=smban.MODES, default=smban.MODES[0])
     p.add_argument("file", nargs="?", default=SAMPLE, help="a log (default: the bundled sample)")
     p.set_defaults(func=run)
 
@@ -53,7 +53,7 @@ def run(args):
         if not ev.ip:
             continue
         seen[ev.ip][ev.name] += 1
-        if ev.name == "envelope" and ev.detail not in (None, "0"):
+        if ev.delivered:
             delivered.add(ev.ip)
         if ev.failures:
             counter.add(ev.ip, ev.time or 0.0, ev.failures)

@@ -30,11 +30,10 @@ of the table.  A line that is no failure does not update the filter's "last
 date seen" (used for a dateless line within 60 s of a dated one).
 """
 import logging
-import re
 import time
 
 import smban
-from smban.filter import twin_rules
+from smban.filter import failregex_by_rule, twin_rules
 
 log = logging.getLogger("fail2ban.smban-engine")
 
@@ -48,13 +47,17 @@ VERSIONS = {
 }
 TESTED_VERSIONS = tuple(VERSIONS)
 
-MODES = ("normal", "aggressive")
+MODES = smban.MODES
 
 #: Client addresses whose fail2ban IPAddr is kept for the next failure.
 ADDR_CACHE = 1024
 
 #: Lines whose processing raised are logged at most this often (seconds).
 ERROR_LOG_INTERVAL = 60.0
+
+
+def _bad_mode(mode):
+    return "mode must be %s, not %r" % (" or ".join(MODES), mode)
 
 
 def fail2ban_version():
@@ -65,7 +68,8 @@ def fail2ban_version():
 def class_index():
     """{class name: [indexes of its failregexes in the twin]}.
 
-    Classes the twin has no failregex for (the suspects that count in
+    A failure's index is its rule's failregex (see Engine._regex_index);
+    classes the twin has no failregex for (the suspects that count in
     aggressive mode: null-session, user-unknown, ...) report index 0; the
     class itself is in the failure's data under "smban" (aInfo["F-*"]).
     fail2ban 1.0.2's jail does not use the index; fail2ban-regex and tools
@@ -89,19 +93,20 @@ def expected_failregex(flt):
 class Engine:
     """smban's classifier in charge of one fail2ban Filter's lines.
 
-    Engine(flt, mode="normal", **classifier_options): nothing is changed
+    Engine(flt, mode=MODES[0], **classifier_options): nothing is changed
     until attach().  The classifier options are smban.Classifier's
     (max_sessions, session_idle, max_trusted, trust_seconds).
     """
 
-    def __init__(self, flt, mode="normal", **classifier_options):
+    def __init__(self, flt, mode=MODES[0], **classifier_options):
         if mode not in MODES:
-            raise ValueError("mode must be normal or aggressive, not %r" % (mode,))
+            raise ValueError(_bad_mode(mode))
         self.filter = flt
         self.mode = mode
         self.options = classifier_options
         self.classifier = smban.Classifier(mode=mode, **classifier_options)
         self.index = class_index()
+        self.by_rule = failregex_by_rule()
         self.errors = 0             # lines that raised and went to the regex path
         self._next_error_log = 0.0
         self._wrapper = self._finder = self._event = None
@@ -160,7 +165,6 @@ class Engine:
         flt = self.filter
         self._orig_process = type(flt).processLine.__get__(flt, type(flt))
         self._orig_find = type(flt).findFailure.__get__(flt, type(flt))
-        self._regexes = None
         self._wrapper = self.process
         self._finder = self._find_failure
         flt.processLine = self._wrapper
@@ -184,7 +188,7 @@ class Engine:
         """A new mode or classifier options: a new classifier (sessions are
         forgotten).  The same ones: nothing happens."""
         if mode not in MODES:
-            raise ValueError("mode must be normal or aggressive, not %r" % (mode,))
+            raise ValueError(_bad_mode(mode))
         if mode == self.mode and classifier_options == self.options:
             return
         self.classifier = smban.Classifier(mode=mode, **classifier_options)
@@ -242,7 +246,7 @@ class Engine:
                 return []
         ip = ev.ip
         key, fid = self._ipaddr(ip)
-        idx = self._regex_index(ev.name, tuple_line)
+        idx = self._regex_index(ev)
         out = []
         for i in range(ev.failures):
             fail = {key: ip, "smban": ev.name,
@@ -279,24 +283,19 @@ class Engine:
             return None
         return pref.getGroups().get("content") or buf
 
-    def _regex_index(self, name, tuple_line):
-        """The twin's failregex index for a failure of class name: its only
-        one, or (a class with several, like pregreeting) the first that
-        matches the line, as fail2ban's own filter would report."""
-        idx = self.index.get(name)
-        if not idx:
-            return 0
-        if len(idx) == 1:
-            return idx[0]
-        content = self._content(tuple_line)
-        if content is None:
-            return idx[0]
-        if self._regexes is None:
-            self._regexes = [re.compile(r) for r in self.filter.getFailRegex()]
-        for i in idx:
-            if self._regexes[i].search(content):
-                return i
-        return idx[0]
+    def _regex_index(self, ev):
+        """The twin's failregex index for a failure, as fail2ban's own filter
+        would report it: the failregex of the rule the line matched (the
+        jail's failregex list is the twin's: why_not checked it, so the
+        index names the same regex).  A failure of another class than its
+        line's rule (pending failures the line resolved) or of a rule the
+        twin lacks (a suspect counted in aggressive mode) takes the first
+        failregex of its class, or 0."""
+        name, idx = self.by_rule[ev.rule]
+        if idx is not None and name == ev.name:
+            return idx
+        idx = self.index.get(ev.name)
+        return idx[0] if idx else 0
 
     def _ignored(self, tuple_line):
         """True if an ignoreregex of the jail matches the line (without its

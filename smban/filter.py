@@ -30,7 +30,7 @@ before = common.conf
 
 [Definition]
 
-_daemon = (?:sendmail|sm-mta|sm-acceptingconnections)
+_daemon = (?:{daemons})
 
 # the daemon is required: lines of other programs never reach the failregex
 __prefix_line = \s*(?:<__bsd_syslog_verbose>\s+)?(?:<__hostname>\s+)?<_daemon>(?:\[\d+\])?:\s+(?:<__daemon_extra_re>\s+)?(?:[0-9A-Za-z]{{12,20}}: |NOQUEUE: )?
@@ -115,6 +115,17 @@ def twin_rules():
     return result
 
 
+def failregex_by_rule():
+    """For each rule of the table, by index (Event.rule): (its class, the
+    index of its failregex in the twin, or None for a rule of the C engine
+    only)."""
+    out, n = [], 0
+    for r in _core.rules():
+        out.append((r["name"], n if r["twin"] else None))
+        n += bool(r["twin"])
+    return tuple(out)
+
+
 def export_filter():
     """The text of filters/smban.conf."""
     rules = twin_rules()
@@ -126,4 +137,6 @@ def export_filter():
     classes = "\n".join("#   %-20s %s" % (name, why[name]) for name in seen)
     failregex = "\n            ".join(
         regex.replace("%", "%%") for _, regex in rules)
-    return HEADER.format(classes=classes, failregex=failregex)
+    # the classifier's default programs (tags: letters and '-', no regex syntax)
+    daemons = _core.DEFAULTS["programs"].replace(",", "|")
+    return HEADER.format(classes=classes, failregex=failregex, daemons=daemons)

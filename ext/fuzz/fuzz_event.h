@@ -81,6 +81,23 @@ static void fuzz_check_event(const smban_event *ev, const char *line, size_t len
     fuzz_check_span(ev->mech, line, len);
     fuzz_check_detail(ev, line, len);
     fuzz_check_span(ev->prog, line, len);
+    /* the rule matched is of the line's own class: the reported one, or
+     * via (a TLS fallback, resolved pending failures), or the closing line
+     * of a TLS fallback that resolved pending failures */
+    REQUIRE(ev->rule >= 0 && (size_t)ev->rule < smban_nrules);
+    int rc = smban_rules[ev->rule].cls;
+    REQUIRE(rc == ev->cls || rc == ev->via
+            || (ev->via == SMBAN_C_TLS_FALLBACK
+                && (rc == SMBAN_C_NULL_SESSION || rc == SMBAN_C_LOST_INPUT)));
+    /* only an envelope delivers, and only one of accepted recipients */
+    REQUIRE(!ev->delivered || (rc == SMBAN_C_ENVELOPE && ev->detail.p && ev->detail.n));
+    /* the reason agrees with the failures */
+    REQUIRE(ev->reason >= 0 && ev->reason < SMBAN_NREASONS);
+    REQUIRE((ev->failures > 0) == (ev->reason == SMBAN_R_COUNTED
+                                   || ev->reason == SMBAN_R_RESOLVED));
+    REQUIRE(ev->reason != SMBAN_R_PENDING || !ev->family);
+    REQUIRE(ev->reason != SMBAN_R_RESOLVED || ev->via >= 0);
+    REQUIRE(ev->reason != SMBAN_R_TLS_FALLBACK || ev->cls == SMBAN_C_TLS_FALLBACK);
 }
 
 static int same_span(smban_span a, smban_span b)
@@ -101,6 +118,7 @@ static void fuzz_same_event(const smban_event *a, const smban_event *b)
     REQUIRE(same_span(a->qid, b->qid) && same_span(a->user, b->user));
     REQUIRE(same_span(a->host, b->host) && same_span(a->mech, b->mech));
     REQUIRE(same_span(a->detail, b->detail) && same_span(a->prog, b->prog));
+    REQUIRE(a->rule == b->rule && a->delivered == b->delivered && a->reason == b->reason);
 }
 
 #endif

@@ -193,7 +193,8 @@ static void test_story(void)
             CHECK(classify(c, other, &ev) == 1 && ev.cls == SMBAN_C_NULL_SESSION);
             other_failures += ev.failures;
             CHECK(classify(c, dni, &ev) == 1 && ev.cls == SMBAN_C_TLS_FALLBACK
-                  && ev.via == SMBAN_C_NULL_SESSION && strcmp(smban_event_ip(&ev, ip), "139.138.46.199") == 0);
+                  && ev.via == SMBAN_C_NULL_SESSION && strcmp(smban_event_ip(&ev, ip), "139.138.46.199") == 0
+                  && ev.reason == SMBAN_R_TLS_FALLBACK);
             story_failures += ev.failures;
         }
         CHECK(story_failures == 0);
@@ -208,10 +209,14 @@ static void test_pending_auth(void)
     smban_event ev;
     char ip[48];
     CHECK(classify(c, "Mar 13 23:47:32 myserver sendmail[29205]: 32E5lOxs029205: AUTH failure (LOGIN): authentication failure (-13) SASL(-13): authentication failure: checkpass failed", &ev) == 1);
-    CHECK(ev.cls == SMBAN_C_AUTH_FAILURE && ev.family == 0 && ev.failures == 0);
+    CHECK(ev.cls == SMBAN_C_AUTH_FAILURE && ev.family == 0 && ev.failures == 0
+          && ev.reason == SMBAN_R_PENDING && smban_rules[ev.rule].cls == SMBAN_C_AUTH_FAILURE
+          && !smban_rules[ev.rule].twin);
     CHECK(classify(c, "Mar 13 23:47:33 myserver sendmail[29205]: 32E5lOxs029205: [46.148.40.163] did not issue MAIL/EXPN/VRFY/ETRN during connection to 25", &ev) == 1);
     CHECK(ev.cls == SMBAN_C_AUTH_FAILURE && ev.via == SMBAN_C_NULL_SESSION
           && ev.failures == 1 && strcmp(smban_event_ip(&ev, ip), "46.148.40.163") == 0);
+    CHECK(ev.reason == SMBAN_R_RESOLVED && smban_rules[ev.rule].cls == SMBAN_C_NULL_SESSION);
+    CHECK(strcmp(smban_reason_name(ev.reason), "resolved") == 0 && !smban_reason_name(SMBAN_NREASONS));
     /* the session ended: the same pid again starts afresh */
     CHECK(classify(c, "Mar 13 23:48:00 myserver sendmail[29205]: 32E5lOxs029205: [46.148.40.163] did not issue MAIL/EXPN/VRFY/ETRN during connection to 25", &ev) == 1);
     CHECK(ev.cls == SMBAN_C_NULL_SESSION && ev.failures == 0);
