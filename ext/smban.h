@@ -18,6 +18,7 @@
 #define SMBAN_ENOMEM  (-1)
 #define SMBAN_EINVAL  (-2)
 #define SMBAN_EREGEX  (-3)
+#define SMBAN_EIO     (-4)    /* a read failed: errno tells why */
 
 /* Lines longer than this are skipped and counted: sendmail never writes
  * one (syslog messages are split at SYSLOG_BUFSIZE). */
@@ -236,6 +237,30 @@ typedef int (*smban_event_fn)(void *ctx, uint64_t lineno, const char *line,
  * lines, or fn's negative return. */
 int64_t smban_classify_buffer(smban_classifier *c, const char *buf, size_t len,
                               uint64_t first_line, smban_event_fn fn, void *ctx);
+
+/* ---- reading a log from a file descriptor (reader.c) ---- */
+
+/* Reads fd from its current offset through one buffer, handing out pieces
+ * of whole lines that smban_classify_buffer classifies as it would the
+ * whole file: a line longer than the buffer comes as its first
+ * SMBAN_MAX_LINE + 2 bytes (one over-long line), the rest dropped. */
+typedef struct smban_reader smban_reader;
+
+int smban_reader_new(int fd, smban_reader **out, char err[SMBAN_ERR_LEN]);
+void smban_reader_free(smban_reader *r);
+
+/* The next piece in *piece (borrowed until the next call): returns its
+ * length, 0 at the end, or SMBAN_EIO (errno set, err filled). */
+int64_t smban_reader_next(smban_reader *r, const char **piece,
+                          char err[SMBAN_ERR_LEN]);
+
+/* smban_classify_buffer over the pieces of fd: the same lines, counters
+ * and events as for a buffer holding the whole file, numbered from
+ * first_line (the spans of an event passed to fn borrow from the reused
+ * buffer).  Returns the number of lines, fn's negative return, or
+ * SMBAN_ENOMEM or SMBAN_EIO (errno set) with err filled. */
+int64_t smban_classify_fd(smban_classifier *c, int fd, uint64_t first_line,
+                          smban_event_fn fn, void *ctx, char err[SMBAN_ERR_LEN]);
 
 /* Forget all sessions and trusted IPs (not the counters). */
 void smban_classifier_reset(smban_classifier *c);
