@@ -122,7 +122,7 @@ asan: asan-iptc
 #   make worst-line             the slowest lines of the fixtures and of the fuzz corpus
 FUZZ_CC ?= clang-14
 FUZZ_SECONDS ?= 60
-FUZZERS := frame line session table addr blame
+FUZZERS := frame line session table addr blame reader
 FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -g -O1 -fno-omit-frame-pointer \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                $(shell pkg-config --cflags libpcre2-8 2>/dev/null)
