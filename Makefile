@@ -21,7 +21,7 @@ F2B_SERVER = $(shell command -v fail2ban-server 2>/dev/null || echo /usr/bin/fai
 PY = $(or $(shell sed -n '1s/^\#! *\([^ ]*\).*/\1/p' $(F2B_SERVER) 2>/dev/null),/usr/bin/python3)
 
 CC ?= gcc
-CORE_SRC := ext/frame.c ext/session.c ext/classify.c
+CORE_SRC := ext/frame.c ext/session.c ext/classify.c ext/reader.c
 CORE_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -O2 -g $(shell pkg-config --cflags libpcre2-8 2>/dev/null)
 CORE_LIBS := $(shell pkg-config --libs libpcre2-8 2>/dev/null)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -124,7 +124,7 @@ asan: asan-iptc
 #   make worst-line             the slowest lines of the fixtures and of the fuzz corpus
 FUZZ_CC ?= clang-14
 FUZZ_SECONDS ?= 60
-FUZZERS := frame line session table addr blame
+FUZZERS := frame line session table addr blame reader
 FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -g -O1 -fno-omit-frame-pointer \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                $(shell pkg-config --cflags libpcre2-8 2>/dev/null)

@@ -357,21 +357,24 @@ static const char *digits_end(const char *p, const char *e)
 /* What ends an ordinary character in each context. */
 enum { G_QSTR, G_COMMENT, G_DLIT, G_ANGLE, G_BARE };
 
+#define G_ALL ((1 << G_QSTR) | (1 << G_COMMENT) | (1 << G_DLIT) | (1 << G_ANGLE) | (1 << G_BARE))
+#define G_PAREN ((1 << G_COMMENT) | (1 << G_ANGLE) | (1 << G_BARE))
+#define G_SQUARE ((1 << G_DLIT) | (1 << G_ANGLE) | (1 << G_BARE))
+#define G_POINTY ((1 << G_ANGLE) | (1 << G_BARE))
+/* bit ctx of g_stops[ch]: ch ends an ordinary character in ctx (a table:
+ * this runs for every byte of every envelope's sender) */
+static const uint8_t g_stops[256] = {
+    ['\\'] = G_ALL, ['"'] = G_ALL,
+    ['('] = G_PAREN, [')'] = G_PAREN,
+    ['['] = G_SQUARE, [']'] = G_SQUARE,
+    ['<'] = G_POINTY, ['>'] = G_POINTY,
+    [','] = 1 << G_BARE, [' '] = 1 << G_BARE, ['\t'] = 1 << G_BARE, ['\n'] = 1 << G_BARE,
+    ['\v'] = 1 << G_BARE, ['\f'] = 1 << G_BARE, ['\r'] = 1 << G_BARE,
+};
+
 static int g_stop(int ctx, unsigned char ch)
 {
-    if (ch == '\\' || ch == '"')
-        return 1;
-    switch (ctx) {
-    case G_COMMENT:
-        return ch == '(' || ch == ')';
-    case G_DLIT:
-        return ch == '[' || ch == ']';
-    case G_ANGLE:
-        return strchr("<>()[]", ch) != NULL && ch;
-    case G_BARE:
-        return (strchr("<>()[], ", ch) != NULL && ch) || (ch >= 9 && ch <= 13);
-    }
-    return 0;
+    return (g_stops[ch] >> ctx) & 1;
 }
 
 /* A backslash unit at p (*p == '\\'): four backslashes, or a shorter run

@@ -15,6 +15,7 @@
 #define SMBAN_ENOMEM  (-1)     /* out of memory */
 #define SMBAN_EINVAL  (-2)     /* bad input: an option, an address; nothing was changed */
 #define SMBAN_EREGEX  (-3)     /* a pattern of the rule table does not compile */
+#define SMBAN_EIO     (-4)     /* a read failed: errno tells why */
 #define SMBAN_ELOCK   (-20)    /* the xtables lock was not free in time */
 #define SMBAN_EIPTC   (-21)    /* libiptc or the kernel refused; err says why */
 #define SMBAN_ESYS    (-22)    /* a system call failed (lock file, threads) */

@@ -1,9 +1,11 @@
 /*
- * module.c — smban._core: the only file of smban that includes Python.h.
+ * module.c — smban._core, the classifier's binding (the ban backend has its
+ * own, iptc_module.c: smban._iptc).  These two are the only files of smban
+ * that include Python.h.
  *
  * Multi-phase init (PEP 489), state in the module, heap types with GC.
  * Binding functions are thin wrappers: parse arguments, call the core, turn
- * a negative core return into an exception.  The GIL is released around
+ * a negative core return into an exception (raise_core, the one place).  The GIL is released around
  * batch classification; inside, no Python object is touched.
  */
 #define PY_SSIZE_T_CLEAN
@@ -24,6 +26,22 @@ typedef struct {
 static const char *const mode_names[] = {"normal", "aggressive"};
 
 static struct PyModuleDef smban_module;
+
+/* The one place a core error code becomes a Python exception: out of
+ * memory is MemoryError, a failed read OSError (errno as the core left it),
+ * anything else (a bad option, a pattern that does not compile) ValueError
+ * with the core's message. */
+static void *raise_core(int64_t rc, const char *err, int saved_errno)
+{
+    if (rc == SMBAN_ENOMEM)
+        return PyErr_NoMemory();
+    if (rc == SMBAN_EIO) {
+        errno = saved_errno;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyErr_SetString(PyExc_ValueError, err && *err ? err : "invalid argument");
+    return NULL;
+}
 
 static smban_state *state_of(PyObject *module)
 {
@@ -195,8 +213,9 @@ Classifier_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (!self->module)
         goto error;
     Py_INCREF(self->module);
-    if (smban_classifier_new(&opt, &self->c, err) < 0) {
-        PyErr_SetString(PyExc_ValueError, err);
+    int rc = smban_classifier_new(&opt, &self->c, err);
+    if (rc < 0) {
+        raise_core(rc, err, 0);
         goto error;
     }
     Py_XDECREF(joined);
@@ -361,6 +380,45 @@ static PyObject *count_dict(const uint64_t *v, PyObject *names, Py_ssize_t n)
     return d;
 }
 
+/* The counts of a batch: {"lines", "classes", "kinds", "failures"}. */
+static PyObject *batch_result(smban_state *st, const batch *b, int64_t nlines)
+{
+    PyObject *res = PyDict_New(), *x = NULL;
+    if (!res)
+        return NULL;
+#define PUT(key, expr)                                                  \
+    do {                                                                \
+        if (!(x = (expr)) || PyDict_SetItemString(res, key, x) < 0)     \
+            goto error;                                                 \
+        Py_CLEAR(x);                                                    \
+    } while (0)
+    PUT("lines", PyLong_FromLongLong(nlines));
+    PUT("classes", count_dict(b->by_class, st->class_names, SMBAN_NCLASSES));
+    PUT("kinds", count_dict(b->by_kind, st->kind_names, SMBAN_NKINDS));
+    PUT("failures", PyLong_FromUnsignedLongLong(b->failures));
+#undef PUT
+    return res;
+error:
+    Py_XDECREF(x);
+    Py_DECREF(res);
+    return NULL;
+}
+
+/* Append the events a batch collected to list as (line number, Event). */
+static int append_events(smban_state *st, const batch *b, PyObject *list)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        PyObject *ev = make_event(st, &b->events[i]);
+        PyObject *t = ev ? Py_BuildValue("(KN)", (unsigned long long)b->lineno[i], ev)
+                         : NULL;
+        int rc = t ? PyList_Append(list, t) : -1;
+        Py_XDECREF(t);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* classify_buffer(data, first_line=1, events=False)
  *   events=False -> {"lines": n, "classes": {...}, "kinds": {...}, "failures": n}
  *   events=True  -> the same dict with "events": [(lineno, Event), ...]
@@ -399,35 +457,14 @@ static PyObject *Classifier_classify_buffer(ClassifierObject *self, PyObject *ar
         PyErr_NoMemory();
         goto done;
     }
-    if (!(res = PyDict_New()))
+    if (!(res = batch_result(st, b, nlines)))
         goto done;
-#define PUT(key, expr)                                                  \
-    do {                                                                \
-        if (!(x = (expr)) || PyDict_SetItemString(res, key, x) < 0)     \
-            goto error;                                                 \
-        Py_CLEAR(x);                                                    \
-    } while (0)
-    PUT("lines", PyLong_FromLongLong(nlines));
-    PUT("classes", count_dict(b->by_class, st->class_names, SMBAN_NCLASSES));
-    PUT("kinds", count_dict(b->by_kind, st->kind_names, SMBAN_NKINDS));
-    PUT("failures", PyLong_FromUnsignedLongLong(b->failures));
     if (want_events) {
-        PyObject *list = PyList_New((Py_ssize_t)b->n);
-        if (!list)
+        if (!(x = PyList_New(0)) || append_events(st, b, x) < 0
+            || PyDict_SetItemString(res, "events", x) < 0)
             goto error;
-        for (size_t i = 0; i < b->n; i++) {
-            PyObject *ev = make_event(st, &b->events[i]);
-            PyObject *t = ev ? Py_BuildValue("(KN)", (unsigned long long)b->lineno[i], ev)
-                             : NULL;
-            if (!t) {
-                Py_DECREF(list);
-                goto error;
-            }
-            PyList_SET_ITEM(list, (Py_ssize_t)i, t);
-        }
-        PUT("events", list);
+        Py_CLEAR(x);
     }
-#undef PUT
     goto done;
 error:
     Py_XDECREF(x);
@@ -437,6 +474,82 @@ done:
     free(b->events);
     free(b);
     PyBuffer_Release(&view);
+    return res;
+}
+
+/* classify_file(file, first_line=1, events=False): what classify_buffer
+ * returns for the lines read from a descriptor (or an object's fileno()),
+ * from its offset to its end, through one reused buffer.  Each piece of
+ * lines is read and classified with the GIL released; with events, its
+ * Events are made before the next read reuses the buffer they borrow from. */
+static PyObject *Classifier_classify_file(ClassifierObject *self, PyObject *args,
+                                          PyObject *kwargs)
+{
+    static char *kwlist[] = {"file", "first_line", "events", NULL};
+    PyObject *file, *list = NULL, *res = NULL;
+    unsigned long long lineno = 1;
+    int want_events = 0, fd, saved_errno = 0;
+    int64_t n = 0, nlines = 0, rc = 0;
+    char err[SMBAN_ERR_LEN] = "";
+    smban_reader *r = NULL;
+    const char *piece;
+    batch *b;
+    smban_state *st = state_of(self->module);
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|Kp:classify_file", kwlist,
+                                     &file, &lineno, &want_events))
+        return NULL;
+    if ((fd = PyObject_AsFileDescriptor(file)) < 0 || check_idle(self) < 0)
+        return NULL;
+    if (!(b = calloc(1, sizeof *b)))
+        return PyErr_NoMemory();
+    int made = smban_reader_new(fd, &r, err);
+    if (made < 0) {
+        free(b);
+        return raise_core(made, err, errno);
+    }
+    b->want_events = want_events;
+    if (want_events && !(list = PyList_New(0)))
+        goto done;
+    self->busy = 1;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        n = smban_reader_next(r, &piece, err);
+        saved_errno = errno;
+        if (n > 0)
+            rc = smban_classify_buffer(self->c, piece, (size_t)n, lineno, batch_add, b);
+        Py_END_ALLOW_THREADS
+        if (n <= 0 || rc < 0 || b->oom)
+            break;
+        lineno += (unsigned long long)rc;
+        nlines += rc;
+        if (want_events) {
+            int ok = append_events(st, b, list);
+            b->n = 0;
+            if (ok < 0)
+                break;
+        }
+    }
+    if (PyErr_Occurred())
+        goto done;
+    if (n < 0) {
+        raise_core(n, err, saved_errno);
+        goto done;
+    }
+    if (rc < 0 || b->oom) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if ((res = batch_result(st, b, nlines)) && want_events
+        && PyDict_SetItemString(res, "events", list) < 0)
+        Py_CLEAR(res);
+done:
+    self->busy = 0;
+    Py_XDECREF(list);
+    smban_reader_free(r);
+    free(b->lineno);
+    free(b->events);
+    free(b);
     return res;
 }
 
@@ -497,6 +610,12 @@ static PyMethodDef Classifier_methods[] = {
      "Classify every line of a bytes-like buffer in C with the GIL released.\n"
      "Returns {'lines', 'classes', 'kinds', 'failures'} and, with events=True,\n"
      "'events': a list of (line number, Event)."},
+    {"classify_file", (PyCFunction)(void (*)(void))Classifier_classify_file,
+     METH_VARARGS | METH_KEYWORDS,
+     "classify_file(file, first_line=1, events=False) -> dict\n\n"
+     "classify_buffer() on the lines read from a file descriptor (or an object's\n"
+     "fileno()), from its current offset to its end, through one reused buffer,\n"
+     "read and classified with the GIL released."},
     {"stats", (PyCFunction)Classifier_stats, METH_NOARGS,
      "stats() -> dict of counters: lines seen, skipped, sessions, evictions, ..."},
     {"reset", (PyCFunction)Classifier_reset, METH_NOARGS,

@@ -1,8 +1,10 @@
 /*
  * smban.h — the interface of smban's C core.
  *
- * The core includes only libc, PCRE2 and (for the ban backend) libiptc; it
- * never includes Python.h, never prints, exits or aborts: it lives inside
+ * The classifier core: syslog framing, the session table, the classifier
+ * and the log reader (the ban backend has its own headers: backend.h,
+ * iptc.h, addr.h).  It includes only libc and PCRE2; it never includes
+ * Python.h, never prints, exits or aborts: it lives inside
  * fail2ban-server.  Functions return 0 (or a count) on success and a negative
  * SMBAN_E* code on failure, filling a caller-owned err[SMBAN_ERR_LEN] where a
  * message helps.  Every object has a _new/_free pair; _free(NULL) is a no-op.
@@ -250,6 +252,30 @@ typedef int (*smban_event_fn)(void *ctx, uint64_t lineno, const char *line,
  * lines, or fn's negative return. */
 int64_t smban_classify_buffer(smban_classifier *c, const char *buf, size_t len,
                               uint64_t first_line, smban_event_fn fn, void *ctx);
+
+/* ---- reading a log from a file descriptor (reader.c) ---- */
+
+/* Reads fd from its current offset through one buffer, handing out pieces
+ * of whole lines that smban_classify_buffer classifies as it would the
+ * whole file: a line longer than the buffer comes as its first
+ * SMBAN_MAX_LINE + 2 bytes (one over-long line), the rest dropped. */
+typedef struct smban_reader smban_reader;
+
+int smban_reader_new(int fd, smban_reader **out, char err[SMBAN_ERR_LEN]);
+void smban_reader_free(smban_reader *r);
+
+/* The next piece in *piece (borrowed until the next call): returns its
+ * length, 0 at the end, or SMBAN_EIO (errno set, err filled). */
+int64_t smban_reader_next(smban_reader *r, const char **piece,
+                          char err[SMBAN_ERR_LEN]);
+
+/* smban_classify_buffer over the pieces of fd: the same lines, counters
+ * and events as for a buffer holding the whole file, numbered from
+ * first_line (the spans of an event passed to fn borrow from the reused
+ * buffer).  Returns the number of lines, fn's negative return, or
+ * SMBAN_ENOMEM or SMBAN_EIO (errno set) with err filled. */
+int64_t smban_classify_fd(smban_classifier *c, int fd, uint64_t first_line,
+                          smban_event_fn fn, void *ctx, char err[SMBAN_ERR_LEN]);
 
 /* Forget all sessions and trusted IPs (not the counters). */
 void smban_classifier_reset(smban_classifier *c);

@@ -1,10 +1,13 @@
 """python3 -m smban classify [--mode M] [--json | --count] FILE..."""
-import json
+import io
 import sys
+import types
 
 import smban
 from smban.cli import UsageError
-from smban.logs import LogError, check_readable, chunks
+from smban.logs import LogError, check_readable, open_log, pieces_of
+
+MODES = smban.MODES
 
 
 def register(sub):
@@ -13,7 +16,7 @@ def register(sub):
         description="Classify the lines of sendmail logs (plain or gzip) in order. "
                     "Without --json or --count, print one line per recognised "
                     "log line: FILE:LINE KIND NAME IP FAILURES.")
-    p.add_argument("--mode", choices=smban.MODES, default=smban.MODES[0],
+    p.add_argument("--mode", choices=MODES, default=MODES[0],
                    help="aggressive also counts suspect lines (default: normal)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true",
@@ -24,6 +27,52 @@ def register(sub):
     p.set_defaults(func=run)
 
 
+def quick_args(argv):
+    """The arguments of the usual `classify --count [--mode M] FILE...` (the
+    options before the files), as argparse would give them, without
+    argparse: its import and set-up cost more than a small log takes to
+    classify.  None for anything else, which argparse parses."""
+    mode, count, i = "normal", False, 0
+    while i < len(argv) and argv[i].startswith("-"):
+        a = argv[i]
+        if a == "--count":
+            count = True
+        elif a == "--mode" and i + 1 < len(argv) and argv[i + 1] in MODES:
+            i += 1
+            mode = argv[i]
+        elif a.startswith("--mode=") and a[len("--mode="):] in MODES:
+            mode = a[len("--mode="):]
+        else:
+            return None
+        i += 1
+    files = argv[i:]
+    if not count or not files or any(f.startswith("-") for f in files):
+        return None
+    return types.SimpleNamespace(command="classify", mode=mode, json=False, count=True,
+                                 files=files, func=run)
+
+
+def results(c, path, events):
+    """The classify_buffer results for the log at path, in order, its lines
+    numbered from 1.  A plain log is read by the classifier itself, without
+    the GIL (one result); a gzip log is decompressed here, a piece at a time
+    (and so is a plain one when events are wanted, for the output to start
+    before the end of a large log)."""
+    f = open_log(path, buffering=0)
+    if not events and isinstance(f, io.FileIO):
+        with f:
+            try:
+                yield c.classify_file(f)
+            except OSError as exc:
+                raise LogError("%s: %s" % (path, exc)) from None
+        return
+    first = 1
+    for data in pieces_of(f, path):
+        res = c.classify_buffer(data, first, events=events)
+        first += res["lines"]
+        yield res
+
+
 def run(args):
     try:
         check_readable(args.files)
@@ -31,13 +80,12 @@ def run(args):
         raise UsageError(str(exc)) from None
     c = smban.Classifier(args.mode)
     write = sys.stdout.write
+    if not args.count:
+        import json
     totals = {"lines": 0, "classes": {}, "kinds": {}, "failures": 0}
     for path in args.files:
-        first = 1
         try:
-            for data in chunks(path):
-                res = c.classify_buffer(data, first, events=not args.count)
-                first += res["lines"]
+            for res in results(c, path, events=not args.count):
                 totals["lines"] += res["lines"]
                 totals["failures"] += res["failures"]
                 for key in ("classes", "kinds"):
@@ -62,5 +110,28 @@ def run(args):
         totals["skipped"] = {k: st[k] for k in ("skipped_long", "skipped_nul")}
         totals["not_utf8"] = st["not_utf8"]
         totals["sessions_evicted"] = st["sessions_evicted"]
-        write(json.dumps(totals, sort_keys=True) + "\n")
+        write(counts_json(totals) + "\n")
     return 0
+
+
+def counts_json(d):
+    """json.dumps(d, sort_keys=True) for the counts: str keys, int, str or
+    dict values.  Without the json module when every string is plain
+    printable ASCII (the names of classes, kinds and modes): importing it
+    costs more than a small log takes to classify."""
+    def plain(s):
+        return s.isascii() and s.isprintable() and '"' not in s and "\\" not in s
+
+    def enc(v):
+        if type(v) is int:
+            return str(v)
+        if type(v) is str and plain(v):
+            return '"%s"' % v
+        if type(v) is dict and all(type(k) is str and plain(k) for k in v):
+            return "{%s}" % ", ".join('"%s": %s' % (k, enc(v[k])) for k in sorted(v))
+        raise ValueError
+    try:
+        return enc(d)
+    except ValueError:
+        import json
+        return json.dumps(d, sort_keys=True)

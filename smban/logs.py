@@ -1,6 +1,5 @@
 """Reading log files for the batch path: plain or gzip, in chunks of whole
 lines, numbered from 1 in each file."""
-import gzip
 import os
 
 from smban._core import MAX_LINE
@@ -13,10 +12,12 @@ class LogError(Exception):
     """A log file that cannot be read: the message names it and why."""
 
 
-def open_log(path):
-    """Open a log for binary reading (gzip by magic number); LogError if not."""
+def open_log(path, buffering=-1):
+    """Open a log for binary reading (gzip by magic number); LogError if not.
+    With buffering=0 a plain log is a raw file whose descriptor is at the
+    start (no read-ahead), for Classifier.classify_file."""
     try:
-        f = open(path, "rb")
+        f = open(path, "rb", buffering=buffering)
         magic = f.read(2)
         f.seek(0)
     except IsADirectoryError:
@@ -24,6 +25,7 @@ def open_log(path):
     except OSError as exc:
         raise LogError("%s: %s" % (path, exc.strerror or exc)) from None
     if magic == b"\x1f\x8b":
+        import gzip     # only for a gzip log: a command's start-up counts
         return gzip.GzipFile(fileobj=f, mode="rb")
     return f
 

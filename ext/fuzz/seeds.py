@@ -2,9 +2,10 @@
 
     python3 ext/fuzz/seeds.py OUTDIR FIXTURE.log...
 
-writes OUTDIR/{frame,line,session,addr,table,blame}/ with one file per
-seed: each log line (frame, line), runs of 24 consecutive lines of one
-fixture (session), each bracketed client address with a family and prefix
+writes OUTDIR/{frame,line,session,addr,table,blame,reader}/ with one file
+per seed: each log line (frame, line), runs of 24 consecutive lines of one
+fixture (session; and for reader, with a line stretched past the reader's
+buffer), each bracketed client address with a family and prefix
 byte in front (addr), a few operation programs for the table harness, and
 client text that imitates sendmail's fields, for every format and client
 form of fuzz_blame.c (blame).  File names are content hashes, so
@@ -68,6 +69,12 @@ def main(outdir, paths):
                     write(outdir, "addr", family + prefix + m.group(1) + b"/24", seen)
         for i in range(0, len(lines), 24):
             write(outdir, "session", b"\n".join(lines[i:i + 24]) + b"\n", seen)
+            # reader: the same runs, one line stretched past the reader's
+            # buffer or just past SMBAN_MAX_LINE (0x01 k: k * 2048 + 1 'x')
+            run = lines[i:i + 24]
+            for k, end in ((200, b"\n"), (32, b"\r\n"), (31, b"")):
+                write(outdir, "reader", b"\n".join(run[:2]) + b"\n\x01" + bytes([k]) + end
+                      + b"\r\n".join(run[2:]), seen)
     # table programs: fill and overflow, revisit, expire, delete, clear
     write(outdir, "table", bytes(b for k in range(8) for b in (1, k, 4, 0)), seen)
     write(outdir, "table", bytes(b for k in range(16) for b in (1 + (k & 2), k % 7, 60, 0)), seen)
@@ -78,7 +85,7 @@ def main(outdir, paths):
             for text in BLAME_TEXTS:
                 write(outdir, "blame", bytes((fmt, who)) + text, seen)
     counts = {k: sum(1 for kind, _ in seen if kind == k)
-              for k in ("frame", "line", "session", "addr", "table", "blame")}
+              for k in ("frame", "line", "session", "addr", "table", "blame", "reader")}
     print("seeds: " + ", ".join("%s %d" % kv for kv in counts.items()))
 
 

@@ -1,7 +1,7 @@
 /*
  * test_core.c — unit tests of smban's C core, in plain C (no Python):
- * syslog framing, the bounded session table, and the classifier's session
- * rules.  Prints "N passed, N failed" and exits non-zero on a failure.
+ * syslog framing, the bounded session table, the classifier's session
+ * rules, and a log read by descriptor.  Prints "N passed, N failed" and exits non-zero on a failure.
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -251,6 +251,64 @@ static void test_bounds(void)
     smban_classifier_free(NULL);
 }
 
+/* ---- reading by descriptor ---- */
+
+static int count_event(void *ctx, uint64_t lineno, const char *line, size_t len,
+                       const smban_event *ev)
+{
+    uint64_t *sum = ctx;
+    (void)line;
+    (void)len;
+    *sum += lineno * 1000 + (uint64_t)ev->cls * 10 + (uint64_t)ev->failures;
+    return 0;
+}
+
+/* A log read from a file (lines cut by the reader's buffer, over-long
+ * lines, CRLF, no final newline) classifies as the same bytes in one
+ * buffer; a read error is SMBAN_EIO with a message. */
+static void test_reader(void)
+{
+    const char *story = "Nov 17 00:40:01 h sendmail[400001]: 4AH5e1Aa400001: AUTH failure (LOGIN): authentication failure (-13) SASL(-13): authentication failure: checkpass failed, user=postmaster, relay=[109.172.142.229]\r\n";
+    size_t cap = 4 << 20, n = 0, sl = strlen(story);
+    char *log = malloc(cap);
+    const size_t longs[] = {300 << 10, SMBAN_MAX_LINE + 1, SMBAN_MAX_LINE, 600 << 10};
+    for (int round = 0; round < 4; round++) {
+        for (int i = 0; i < 3000; i++) {
+            memcpy(log + n, story, sl);
+            n += sl;
+        }
+        memset(log + n, 'x', longs[round]);
+        n += longs[round];
+        log[n - 1] = round == 1 ? '\r' : 'x';    /* round 1: not over-long after all */
+        log[n++] = '\n';
+    }
+    memcpy(log + n, story, sl - 2);           /* no newline at the end */
+    n += sl - 2;
+
+    FILE *f = tmpfile();
+    CHECK(f && fwrite(log, 1, n, f) == n && fflush(f) == 0);
+    rewind(f);
+    smban_classifier *a = make(0, 0), *b = make(0, 0);
+    uint64_t sum_a = 0, sum_b = 0;
+    char err[SMBAN_ERR_LEN] = "";
+    int64_t na = smban_classify_buffer(a, log, n, 7, count_event, &sum_a);
+    int64_t nb = smban_classify_fd(b, fileno(f), 7, count_event, &sum_b, err);
+    CHECK(na == 4 * 3001 + 1 && nb == na && sum_a == sum_b && sum_a);
+    CHECK(memcmp(smban_classifier_counters(a), smban_classifier_counters(b),
+                 sizeof(smban_counters)) == 0);
+    CHECK(smban_classifier_counters(b)->skipped_long == 2);   /* rounds 0 and 3 */
+    fclose(f);
+
+    FILE *w = fopen("/dev/null", "w");
+    CHECK(w != NULL);
+    CHECK(smban_classify_fd(b, fileno(w), 1, count_event, &sum_b, err) == SMBAN_EIO
+          && err[0]);
+    fclose(w);
+    smban_classifier_free(a);
+    smban_classifier_free(b);
+    free(log);
+}
+
 /* The classifier's IPv4 reader accepts exactly what inet_pton does. */
 static void test_ipv4_like_inet_pton(void)
 {
@@ -301,6 +359,7 @@ int main(void)
     test_story();
     test_pending_auth();
     test_bounds();
+    test_reader();
     test_utf8();
     test_ipv4_like_inet_pton();
     printf("%d passed, %d failed\n", passed, failed);
