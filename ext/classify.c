@@ -959,8 +959,8 @@ static uint16_t sat_inc(uint16_t v, int by)
 static long span_long(smban_span s)
 {
     long v = 0;
-    /* more than 18 digits could overflow a long: not a number we use
-     * (a SASL code or nrcpts; found by ext/fuzz/fuzz_line.c under UBSan) */
+    /* more than 18 digits could overflow a long, and is no SASL code or
+     * nrcpts sendmail writes */
     if (!s.p || !s.n || s.n > 18)
         return -1;
     for (size_t i = 0; i < s.n; i++) {

@@ -78,8 +78,7 @@ static double local_time(smban_clock *clk, int y, int mon, int mday, int hour,
                          int min, double sec)
 {
     /* the key fits an int for years 0-2147 only; a later year (a corrupt
-     * or forged stamp) is not cached (its key overflowed: found by
-     * ext/fuzz/fuzz_frame.c under UBSan) */
+     * or forged stamp) is not cached: its key would overflow */
     int cached = y >= 0 && y <= 2147;
     int key = cached ? y * 1000000 + mon * 10000 + mday * 100 + hour : -1;
     if (!cached || key != clk->key) {
@@ -345,8 +344,8 @@ static int rfc5424(const char *p, const char *end, smban_clock *clk,
         f->host = fields[0];
         f->host_len = lens[0];
     }
-    /* no APP-NAME ("-", or empty between two spaces) is no tag (an empty
-     * one was taken as a tag of length 0: found by ext/fuzz/fuzz_frame.c) */
+    /* no APP-NAME ("-", or empty between two spaces) is no tag, not a tag
+     * of length 0 */
     if (lens[1] == 0 || (lens[1] == 1 && fields[1][0] == '-'))
         return SMBAN_EINVAL;
     f->prog = fields[1];

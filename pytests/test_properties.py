@@ -15,9 +15,9 @@ Checked on each line:
   matches, the C engine reports a failure for the same IP, and the twin
   never reports a decoy either;
 - where the C engine reports a failure the twin does not, the failure is
-  one that a named session rule of DESIGN.md allows;
+  one that a named session rule (README, "Session rules") allows;
 - a line adds at most one failure, except when it reveals the address of
-  its session's pending failures (DESIGN.md session rule 2);
+  its session's pending failures (session rule 2 of the README);
 - a session's lines are classified the same whether or not other
   sessions' lines are interleaved, except for the trust an IP earns by
   delivering mail (aggressive mode only).
@@ -307,7 +307,7 @@ def test_bytes_and_text_give_the_same_event(sample, mode):
 # ---- sequences: one session, and sessions interleaved ---------------------
 
 def explain(ev, alone, text):
-    """The session rule of DESIGN.md that lets the C engine count a failure
+    """The session rule (README, "Session rules") that lets the C engine count a failure
     on a line where the stateless twin counts none, or None."""
     if ev.via is not None and ev.name in BAN_CLASSES and ev.name != ev.via:
         return "session rule 2: the session's pending failures counted once its IP is known"

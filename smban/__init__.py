@@ -6,7 +6,8 @@
     if ev and ev.failures:
         ...                      # ev.ip counts ev.failures toward a ban
 
-See DESIGN.md in the source tree for the classification policy.
+The classification policy (classes, session rules, threat model) is in
+README.md, "How it works" and "Threat model".
 """
 from smban._core import (CLASSES, DEFAULTS, KINDS, MAX_LINE, MODES, REASONS,
                          Classifier as _Classifier, Event, classes, reasons, rules)

@@ -2,7 +2,7 @@
  * fuzz_blame.c — libFuzzer harness: the input is text a client chose, set
  * in one client-chosen field of a sendmail line whose true client is fixed
  * (198.51.100.7 or 2001:db8:1::7).  No event may carry another address
- * (DESIGN.md, "Threat model"): whatever the text, the engine blames the
+ * (README.md, "Threat model"): whatever the text, the engine blames the
  * true client or nobody.
  *
  * Input:
