@@ -200,11 +200,11 @@ uninstall:
 # ---- make lab: a throw-away sendmail under attack, in network namespaces ----
 #   make lab                 the smban jail: timeline and final table
 #   make lab COMPARE=stock   also fail2ban's stock sendmail jails, tables side by side
-# lab/lab.py says what runs where; everything is torn down at the end.
+# lab/__init__.py says what runs where; everything is torn down at the end.
 # make lab-deps installs sendmail-bin and friends, refusing when another MTA is
 # installed, and never starts a system sendmail (lab/deps.sh).
 .PHONY: lab lab-deps
 lab-deps:
 	@bash lab/deps.sh
 lab: deps lab-deps build
-	$(PY) lab/lab.py $(if $(COMPARE),--compare $(COMPARE))
+	$(PY) -m lab $(if $(COMPARE),--compare $(COMPARE))

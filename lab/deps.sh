@@ -4,8 +4,9 @@
 #
 # Refuses (exit status 3) when another mail transport agent is installed:
 # sendmail-bin conflicts with every package providing mail-transport-agent,
-# so apt would remove the machine's MTA.  Any other failure: another status.  Keeps the package from starting a system
-# sendmail (policy-rc.d during the install) and checks that none runs after.
+# so apt would remove the machine's MTA.  Any other failure: another status.
+# Keeps the package from starting a system sendmail (policy-rc.d during the
+# install) and checks that none runs after.
 set -euo pipefail
 
 PKGS="sendmail-bin sendmail-cf sasl2-bin libsasl2-modules openssl m4 iproute2 util-linux"

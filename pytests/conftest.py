@@ -111,6 +111,10 @@ def f2b_confdir(tmp_path_factory):
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import fail2ban_trees  # noqa: E402  (tools/: shared with the benchmarks)
+# the lab package (lab/: the network-namespace helpers and the live lab);
+# appended, so that a smban named on PYTHONPATH (make asan's build) stays first
+if ROOT not in sys.path:
+    sys.path.append(ROOT)
 
 
 def f2b_dist_params():

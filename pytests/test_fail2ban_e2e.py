@@ -31,7 +31,7 @@ except ImportError:
     HAVE_SYSTEMD_PY = False
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
 
-import netns
+from lab import netns
 import smban
 from conftest import f2b_dist_params, modified_twin, read_samples
 from smban.filter import export_filter

@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-import netns
+from lab import netns
 import smban
 from conftest import f2b_dist_params
 from test_fail2ban_e2e import Server, auth, did_not_issue, newpid, old_auth, stamp, \

@@ -1,7 +1,7 @@
 """The ban backend (smban.iptables over libiptc), in private network namespaces.
 
 Root only; every test that touches iptables runs in its own namespace (see
-netns.py) with its own xtables lock file.  The rules are read back with
+lab/netns.py) with its own xtables lock file.  The rules are read back with
 iptables-legacy-save, the tool an operator would use.
 """
 import concurrent.futures
@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-import netns
+from lab import netns
 from smban.iptables import MAX_CHAIN, Chain, chain_name
 
 pytestmark = pytest.mark.skipif(netns.why_unavailable() is not None,

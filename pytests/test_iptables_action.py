@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-import netns
+from lab import netns
 from conftest import f2b_dist_params
 
 import smban

@@ -1,5 +1,5 @@
 """make lab as a test: a real sendmail, real SMTP clients and a real
-fail2ban in private namespaces (lab/lab.py), with assertions on what an
+fail2ban in private namespaces (the lab package, lab/), with assertions on what an
 operator would see.
 
 The scenario runs once with the smban jail and once with fail2ban's stock
@@ -17,21 +17,20 @@ import time
 
 import pytest
 
-import netns
+import smban
+from lab import common, netns, scenario, testbed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "lab"))
-import lab  # noqa: E402
 
-pytestmark = pytest.mark.skipif(lab.why_unavailable() is not None,
-                                reason=str(lab.why_unavailable()))
+pytestmark = pytest.mark.skipif(testbed.why_unavailable() is not None,
+                                reason=str(testbed.why_unavailable()))
 
-C = lab.BY_NAME
+C = common.BY_NAME
 
 
 def _run(mode):
     printed = []
-    with lab.Lab(mode, out=printed.append) as the_lab:
+    with testbed.Lab(mode, out=printed.append) as the_lab:
         res = the_lab.scenario()
         left = {"dir": the_lab.dir, "nets": [n.name for n in the_lab.nets],
                 "pids": [p.pid for p in the_lab.procs]}
@@ -72,7 +71,7 @@ def sessions_of(res, c):
 
 def test_final_table_smban(smban_run):
     r = smban_run["clients"]
-    print("\n" + "\n".join(lab.table([smban_run])))
+    print("\n" + "\n".join(scenario.table([smban_run])))
     # the story: the old-cipher MTA delivered everything, was never banned
     assert r["bank-mta"]["delivered"] == smban_run["bank_messages"]
     assert not r["bank-mta"]["banned"] and not r["bank-mta"]["refused"]
@@ -90,7 +89,7 @@ def test_final_table_smban(smban_run):
         assert not r[name]["banned"] and not r[name]["refused"], name
     # the injected address was never banned, by any jail
     assert not smban_run["injected_banned"]
-    assert lab.INJECTED not in {ip for _, ip in smban_run["bans"]}
+    assert common.INJECTED not in {ip for _, ip in smban_run["bans"]}
     # every ban is one of the abusers
     abusers = {C[n].addr for n in ("guesser", "guesser6", "pregreeter", "prober", "injector",
                                    "redteam", "redteam6")}
@@ -125,13 +124,13 @@ def test_smban_classes_of_the_real_lines(smban_run):
         assert (ev.kind, ev.name) == ("ban", "auth-failure"), line
         assert ev.failures == 1
         assert ev.ip in (C["guesser"].addr, C["guesser6"].addr, C["injector"].addr)
-    injected = [e for l, e in auth if "relay=[%s], relay=" % lab.INJECTED in l]
+    injected = [e for l, e in auth if "relay=[%s], relay=" % common.INJECTED in l]
     assert len(injected) == 3
     assert all(e.ip == C["injector"].addr for e in injected)
     assert {e.ip for l, e in auth if "(-20)" in l} and [l for l, e in auth if "(-13)" in l]
 
     pre = [(l, e) for l, e in v if "due to pre-greeting traffic" in l]
-    assert len(pre) == lab.MAXRETRY
+    assert len(pre) == common.MAXRETRY
     assert all((e.kind, e.name, e.ip) == ("ban", "pregreeting", C["pregreeter"].addr)
                for l, e in pre)
     vrfy = [(l, e) for l, e in lines_of(smban_run, C["prober"]) if l.endswith("[rejected]")]
@@ -172,7 +171,7 @@ def test_ban_latency(smban_run):
 
 
 def test_stock_filters_reproduce_the_story(stock_run, smban_run):
-    print("\n" + "\n".join(lab.table([smban_run, stock_run])))
+    print("\n" + "\n".join(scenario.table([smban_run, stock_run])))
     r = stock_run["clients"]
     # fail2ban's stock sendmail-reject[mode=extra] bans the old-cipher MTA on
     # its "did not issue" lines, and its mail gets stuck
@@ -183,7 +182,7 @@ def test_stock_filters_reproduce_the_story(stock_run, smban_run):
     # address in its user name banned
     for name in ("guesser", "guesser6", "pregreeter", "prober"):
         assert r[name]["banned"] and r[name]["refused"], name
-    assert ("sendmail-auth", lab.INJECTED) not in stock_run["bans"]
+    assert ("sendmail-auth", common.INJECTED) not in stock_run["bans"]
 
 
 def test_red_team_frames_nobody(smban_run):
@@ -192,20 +191,20 @@ def test_red_team_frames_nobody(smban_run):
     and the server itself never."""
     rt, rt6 = C["redteam"], C["redteam6"]
     r = smban_run["clients"]
-    print("\n" + "\n".join(lab.table([smban_run])))
+    print("\n" + "\n".join(scenario.table([smban_run])))
     for addr, v in smban_run["victims"].items():
         assert not v["banned"], (addr, v)
     assert r["partner-mta"]["delivered"] == 2 and not r["partner-mta"]["refused"]
     for c in (rt, rt6):
         assert r[c.name]["banned"] and r[c.name]["refused"], c.name
         assert ("smban", c.addr) in smban_run["bans"]
-    victims = {lab._norm(a) for a in smban_run["victims"]}
+    victims = {common.norm_ip(a) for a in smban_run["victims"]}
     assert not [l for l, e in smban_run["verdicts"]
-                if e is not None and e.failures and lab._norm(e.ip) in victims]
+                if e is not None and e.failures and common.norm_ip(e.ip) in victims]
     for c in (rt, rt6):
         mine = sessions_of(smban_run, c)
         assert len(mine) > 5
-        bad = [(l, e and e.ip) for l, e in mine if e is not None and lab._norm(e.ip) != c.addr]
+        bad = [(l, e and e.ip) for l, e in mine if e is not None and common.norm_ip(e.ip) != c.addr]
         assert not bad, bad
 
     ours = sessions_of(smban_run, rt)
@@ -224,13 +223,13 @@ def test_red_team_frames_nobody(smban_run):
     # the 550 shape: every RCPT sendmail did not refuse as malformed
     deny = [(l, e) for l, e in ours
             if l.endswith("... Relaying denied. IP name lookup failed [%s]" % rt.addr)]
-    assert len(deny) == len(lab.REDTEAM_550) - 3, deny
+    assert len(deny) == len(scenario.REDTEAM_550) - 3, deny
     assert all(", relay=[%s], reject=550 5.7.1 " % rt.addr in l for l, e in deny)
     two_ways = [(l, e) for l, e in deny
                 if 'arg1=<"a\\\\"b,' in l or "arg1=<a\\\\>b(" in l or '<"a\\\\\\\\\\\\",' in l]
     assert len(two_ways) == 3 and all(e is None for l, e in two_ways), two_ways
     counted = [e for l, e in deny if e is not None and e.failures]
-    assert len(counted) == len(deny) - 3 >= lab.MAXRETRY
+    assert len(counted) == len(deny) - 3 >= common.MAXRETRY
     assert {(e.kind, e.name, e.ip) for e in counted} == {("ban", "relay-denied", rt.addr)}
     # banned on its relay probes alone
     assert {e.name for l, e in ours if e is not None and e.failures} == {"relay-denied"}
@@ -245,7 +244,7 @@ def test_stock_filters_framed_by_the_red_team(stock_run):
     """fail2ban's stock sendmail-reject (Debian 12's fail2ban 1.0.2) reads
     arg1 as <\\S+@\\S+>: the red team's <"q(@x>, relay=[partner], ...
     Rejected: )@elsewhere.example> gets the partner MTA banned."""
-    v = stock_run["victims"][lab.INJECTED]
+    v = stock_run["victims"][common.INJECTED]
     print("\nstock: partner-mta %s" % v)
     assert v["framed"] and v["jail"] == "sendmail-reject"
     assert stock_run["clients"]["partner-mta"]["refused"]
@@ -263,15 +262,15 @@ def test_everything_torn_down(smban_run, stock_run):
     for res in (smban_run, stock_run):
         _gone(res["left"])
     # and the lab's signal handlers were handed back
-    assert signal.getsignal(signal.SIGTERM) is not lab._on_signal
-    assert not lab._LABS
+    assert signal.getsignal(signal.SIGTERM) is not testbed.on_signal
+    assert not testbed.LIVE
 
 
 def test_torn_down_on_sigterm(tmp_path):
     """SIGTERM while the scenario runs: namespaces, processes and files go."""
     out = tmp_path / "lab.out"
     with open(out, "w") as f:
-        p = subprocess.Popen([sys.executable, os.path.join(ROOT, "lab", "lab.py")],
+        p = subprocess.Popen([sys.executable, "-m", "lab"], cwd=tmp_path, env=_lab_env(),
                              stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     m = None
     try:
@@ -299,6 +298,14 @@ def test_torn_down_on_sigterm(tmp_path):
     assert not re.search(r"smban-lab(?:srv|net)-%d-" % p.pid, names), names
     # every process that was in the server namespace is gone
     assert not [pid for pid in inside if _alive(pid)]
+
+
+def _lab_env():
+    """The environment for `python3 -m lab` run from outside the tree: the
+    source tree after any PYTHONPATH entries, so that the lab imports the
+    smban this test does (make asan's build when it names one)."""
+    path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p] + [ROOT]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path))
 
 
 def _pids_in(ns_path):
@@ -329,7 +336,7 @@ def test_dropped_transaction_earns_no_trust(smban_run):
     drop = [l for l, e in lines_of(smban_run, C["dropper"])
             if e is not None and e.name in ("lost-input", "envelope")]
     assert len(drop) == 2 and "size=0," in drop[1] and "msgid=" not in drop[1]
-    c = lab.smban.Classifier(mode="aggressive")
+    c = smban.Classifier(mode="aggressive")
     for line in drop:
         c.classify(line)
     # a later session of the same client that quits without MAIL

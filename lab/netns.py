@@ -1,4 +1,6 @@
-"""Private network namespaces for the iptables tests and the benchmark.
+"""Private network namespaces, for the lab and for the tests that touch
+iptables or run fail2ban (imported as lab.netns; it needs nothing else of
+the lab).
 
 Nothing here touches the machine's own firewall: the calling thread is
 moved into a fresh namespace (setns(2) moves only that thread; threads and
