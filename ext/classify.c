@@ -234,13 +234,16 @@ void smban_options_default(smban_options *o)
 }
 
 /* Character classes of the hot loops, as one table. */
-enum { CH_ALNUM = 1, CH_SPACE = 2, CH_IP = 4, CH_HOSTSTOP = 8 };
+/* CH_HOST: the punctuation a client field's host may hold besides letters
+ * and digits: what cleanstrcpy leaves of an ident user, '@' after it, ':'
+ * of "IDENT:", and '-' '.' '_' of a PTR name (rules.def, CLIENT) */
+enum { CH_ALNUM = 1, CH_IP = 2, CH_HOST = 4 };
 static const uint8_t chclass[256] = {
-    ['\t'] = CH_SPACE | CH_HOSTSTOP, ['\n'] = CH_SPACE | CH_HOSTSTOP,
-    ['\v'] = CH_SPACE | CH_HOSTSTOP, ['\f'] = CH_SPACE | CH_HOSTSTOP,
-    ['\r'] = CH_SPACE | CH_HOSTSTOP, [' '] = CH_SPACE | CH_HOSTSTOP,
-    ['['] = CH_HOSTSTOP, [']'] = CH_HOSTSTOP, [','] = CH_HOSTSTOP,
-    [':'] = CH_IP, ['.'] = CH_IP,
+    [':'] = CH_IP | CH_HOST, ['.'] = CH_IP | CH_HOST,
+    ['!'] = CH_HOST, ['#'] = CH_HOST, ['$'] = CH_HOST, ['%'] = CH_HOST, ['&'] = CH_HOST,
+    ['\''] = CH_HOST, ['*'] = CH_HOST, ['+'] = CH_HOST, ['/'] = CH_HOST, ['^'] = CH_HOST,
+    ['_'] = CH_HOST, ['`'] = CH_HOST, ['{'] = CH_HOST, ['|'] = CH_HOST, ['}'] = CH_HOST,
+    ['~'] = CH_HOST, ['@'] = CH_HOST, ['-'] = CH_HOST,
     ['0'] = CH_ALNUM | CH_IP, ['1'] = CH_ALNUM | CH_IP, ['2'] = CH_ALNUM | CH_IP,
     ['3'] = CH_ALNUM | CH_IP, ['4'] = CH_ALNUM | CH_IP, ['5'] = CH_ALNUM | CH_IP,
     ['6'] = CH_ALNUM | CH_IP, ['7'] = CH_ALNUM | CH_IP, ['8'] = CH_ALNUM | CH_IP,
@@ -266,11 +269,6 @@ static const uint8_t chclass[256] = {
  * the same groups as the rule table's patterns (placeholders CLIENT and
  * RELAY expanded) -- a test runs every fixture both ways -- and the
  * classifier option regex_only turns them off. */
-
-static int is_space(int ch)
-{
-    return chclass[(unsigned char)ch] & CH_SPACE;
-}
 
 static int is_ipchar(int ch)
 {
@@ -308,18 +306,20 @@ static int client_bracket(const char *p, const char *e, groups *g)
 static int client_field(const char *p, const char *e, groups *g)
 {
     const char *q = p;
-    /* host: a run without spaces, brackets or commas, then a space */
-    while (q < e && !(chclass[(unsigned char)*q] & CH_HOSTSTOP))
+    /* host: a run of the characters an ident user and a PTR name hold,
+     * then a space (no quote, angle bracket, parenthesis, backslash or '=':
+     * an address echoed at the start of a message cannot pass for one) */
+    while (q < e && (chclass[(unsigned char)*q] & (CH_ALNUM | CH_HOST)))
         q++;
     if (q < e && *q == ' ' && client_bracket(q + 1, e, g)) {
         g->host.p = p;
         g->host.n = (size_t)(q - p);
         return 1;
     }
-    /* host: "[...]" (no PTR: sendmail prints the address twice) */
+    /* host: "[addr]" (no PTR: sendmail prints the address twice) */
     if (p < e && *p == '[') {
         q = p + 1;
-        while (q < e && !is_space((unsigned char)*q) && *q != ']' && *q != ',')
+        while (q < e && (chclass[(unsigned char)*q] & (CH_ALNUM | CH_IP)))
             q++;
         if (q + 1 < e && *q == ']' && q[1] == ' ' && client_bracket(q + 2, e, g)) {
             g->host.p = p;
@@ -972,18 +972,18 @@ static long span_long(smban_span s)
 }
 
 /* A session ends where a new one starts on its key (README.md, session
- * rule 5).  h: the line's queue id hashed, 0 for none.  A connection line
- * starts afresh.  A queue id other than the
+ * rule 5).  h: the line's queue id hashed, 0 for none.  fresh: the line
+ * opens a connection (connection_opens), which starts afresh.  A queue id
+ * other than the
  * session's (the next transaction, or the same pid serving a new client)
  * starts a new transaction: the address, the recipients and the failures
  * still waiting for an address are dropped, so nothing learnt from one
  * client is charged to the next; only the TLS failure mark stays (it can
  * only spare).  The first queue id after lines without one keeps nothing
  * but that mark either: those lines may be the previous client's. */
-static void new_session_check(smban_classifier *c, smban_session *s, int own,
+static void new_session_check(smban_classifier *c, smban_session *s, int fresh,
                               uint32_t h)
 {
-    int fresh = own == SMBAN_C_CONNECT;
     /* an address shown only by lines without a queue id (a connection
      * refused by check_relay logs nothing else) may be the previous
      * client's: the first queue id does not take it over */
@@ -1058,7 +1058,18 @@ static void session_transaction(smban_classifier *c, const smban_frame *f,
 {
     smban_session *s = session_of(c, f, qid);
     if (s)
-        new_session_check(c, s, -1, qid_hash(qid));
+        new_session_check(c, s, 0, qid_hash(qid));
+}
+
+/* 1 when a line is logged as its connection opens: "connect from", or a
+ * check_relay reject (sendmail runs check_relay on the client's address
+ * and name before its greeting), so that every line the pid logged before
+ * it was another connection's. */
+static int connection_opens(const smban_event *ev, const char *msg, size_t n)
+{
+    static const char relay[] = "ruleset=check_relay, ";
+    return ev->cls == SMBAN_C_CONNECT
+           || (n >= sizeof relay - 1 && memcmp(msg, relay, sizeof relay - 1) == 0);
 }
 
 /* Address inheritance (rules 2 and 5): a line that shows its client's
@@ -1205,7 +1216,7 @@ static void earn_trust(smban_classifier *c, int own, const smban_event *ev)
 
 /* The session rules (see the top of this file), step by step. */
 static void apply_session(smban_classifier *c, const smban_frame *f,
-                          const smban_span *qid, smban_event *ev)
+                          const smban_span *qid, int opens, smban_event *ev)
 {
     int own = ev->cls;
     int ip_from_line = ev->family != 0;
@@ -1213,7 +1224,7 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
     smban_session *s = session_of(c, f, qid);
 
     if (s) {
-        new_session_check(c, s, own, line_qid);
+        new_session_check(c, s, opens, line_qid);
         session_address(s, line_qid, ev);
     }
     int fails = own_verdict(c, s, ev);
@@ -1331,9 +1342,12 @@ static int classify_line(smban_classifier *c, const char *line, size_t len,
     ev->delivered = r->cls == SMBAN_C_ENVELOPE && span_long(ev->detail) > 0;
     ev->kind = smban_class_kind(ev->cls);
     if (smban_class_has_client(ev->cls)) {
-        apply_session(c, &f, &qid, ev);
+        apply_session(c, &f, &qid, connection_opens(ev, s, n), ev);
     } else {
-        /* a line about no remote client (a delivery, a daemon throttle) */
+        /* a line about no remote client (a delivery, a daemon throttle):
+         * its queue id still names the pid's transaction (rule 5) */
+        if (qid.p)
+            session_transaction(c, &f, &qid);
         static const int by_kind[SMBAN_NKINDS] = {
             [SMBAN_BAN] = SMBAN_R_NO_CLIENT, [SMBAN_SUSPECT] = SMBAN_R_NO_CLIENT,
             [SMBAN_BENIGN] = SMBAN_R_BENIGN, [SMBAN_INFO] = SMBAN_R_INFO};

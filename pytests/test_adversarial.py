@@ -1356,3 +1356,107 @@ def test_a_recycled_pid_never_lends_the_previous_client_address(before, after):
     ev = c.classify(line)
     assert ev is None or ev.ip in (None, "198.51.100.7"), \
         "the previous connection's address lent to the next: %r -> %r" % (line, ev)
+
+
+# ---- a message that opens with the client's text ------------------------------
+#
+# Rules whose client field opens the message (anchor "first": open proxy,
+# SMTP attack, VRFY/EXPN [rejected] ...) must not take an address echoed
+# at the start of a message (from=, to=, a reject's "addr... text") for a
+# client field: the client field's host holds only what a PTR name and an
+# ident user can hold, so text that opens with a quote, an angle bracket, a
+# parenthesis, a backslash or "name=" is no client field.
+
+DECOY4 = "203.0.113.194"
+#: the message of each first-anchored rule as the client would plant it,
+#: "{c}" standing for the client field it imitates
+PLANTED = {
+    "open-proxy": "{c}: probable open proxy: command=GET / HTTP/1.0",
+    "smtp-attack": "{c}: possible SMTP attack: command=AUTH, count=5",
+    "input-too-long": "{c}: SMTP violation, input too long: 5000",
+    "rcpt-flood": "{c}: Possible SMTP RCPT flood, throttling.",
+    "vrfy-expn-rejected": "{c}: vrfy postmaster [rejected]",
+    "null-session": "{c} did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA",
+}
+#: how the planted text opens a message: its address as logged ("{t}" the
+#: planted text), the message's own text around it
+OPENINGS = {
+    "from-quoted": 'from=<"{t}"@example.net>, size=17, class=0, nrcpts=1, msgid=<m@x>, '
+                   "proto=ESMTP, daemon=MTA, relay=mx.elsewhere.example [198.51.100.17]",
+    # an ambiguous backslash run: the address does not parse
+    "from-ambiguous": 'from=<"{t}\\?\\\\".a@[IPv6:2001:db8:bad::f3b9]>, size=17, class=0, nrcpts=1, '
+                      "msgid= [rejected], relay=elsewhere [198.51.100.17] (may be forged)",
+    "to-quoted": 'to=<"{t}"@example.net>, delay=00:00:01, mailer=esmtp, pri=30000, '
+                 "relay=mx.elsewhere.example [198.51.100.17], dsn=2.0.0, stat=Sent",
+    "echo-angle": '<"{t}"@example.net>... User unknown',
+    "echo-quoted": '"{t}"@example.net... User unknown',
+    "echo-quoted-inside": 'x"{t}"@example.net... User unknown',
+    "echo-comment": "x({t})@example.net... User unknown",
+    "echo-escaped-space": "{t}",
+    "echo-literal": "{t}]@example.net... User unknown",
+    "alone": "{t}",
+}
+#: the client field each opening imitates; the escaped space and the
+#: domain literal with an escaped bracket put their trick inside it
+CLIENT_FIELD = {
+    "echo-escaped-space": "x\\ [%s]" % DECOY4,
+    "echo-literal": "[x\\] [%s]" % DECOY4,
+}
+
+
+@pytest.mark.parametrize("opening", sorted(OPENINGS))
+@pytest.mark.parametrize("rule", sorted(PLANTED))
+def test_text_that_opens_a_message_is_no_client_field(twin1, rule, opening):
+    """The planted client field is blamed by neither engine; "alone" (the
+    real line, a PTR name and the address) is the control: both engines
+    must blame it there, or the test proves nothing."""
+    field = CLIENT_FIELD.get(opening, "h.example [%s]" % DECOY4)
+    planted = PLANTED[rule].format(c=field)
+    msg = OPENINGS[opening].format(t=planted)
+    line = "Nov 17 05:59:57 mx sm-mta[3858]: 4AH5XXrm003858: " + msg
+    ev = smban.Classifier("aggressive", ref_time=REF_TIME).classify(line)
+    c_ip = ev.ip if ev is not None else None
+    twin_ips = {ip for ip, _ in twin_failures(twin1, line)}
+    if opening == "alone":
+        assert ev is not None and ev.name == rule and c_ip == DECOY4, ev
+        if rule in TWIN_BAN:
+            assert twin_ips == {DECOY4}, (line, twin_ips)
+        return
+    assert c_ip != DECOY4, "C blames the planted client field: %r -> %r" % (line, ev)
+    assert DECOY4 not in twin_ips, "the twin blames the planted client field: %r" % line
+
+
+# a failure waiting for its address, on lines without a queue id; then the
+# pid's next connection opens with a check_relay reject, straight away or
+# after a delivery of another queue id
+WAITING = {
+    "auth-relay-cut": "AUTH failure (LOGIN): authentication failure (-13) SASL(-13): checkpass failed, "
+                      "user=root, relay=" + ("a" * 100 + ".example [203.0.113.184]")[:100],
+    "pipelining-relay-cut": "unauthorized PIPELINING, sleeping, relay="
+                            + ("a" * 100 + ".example [203.0.113.184]")[:100],
+}
+BETWEEN = {
+    "nothing": [],
+    "delivery": ["4AH5XX5I004242: to=<a@example.net>, delay=00:00:01, mailer=esmtp, pri=120000, "
+                 "relay=mx.example. [192.0.2.161], dsn=2.0.0, stat=Sent"],
+}
+
+
+@pytest.mark.parametrize("waiting", sorted(WAITING))
+@pytest.mark.parametrize("between", sorted(BETWEEN))
+@pytest.mark.parametrize("mode", ["normal", "aggressive"])
+def test_a_check_relay_reject_opens_a_connection(waiting, between, mode):
+    """check_relay runs as a connection opens: the failures the pid logged
+    before it, still waiting for an address, were another connection's and
+    never count against the client it rejects."""
+    c = smban.Classifier(mode, ref_time=REF_TIME)
+    texts = [WAITING[waiting]] + BETWEEN[between] + [
+        "ruleset=check_relay, arg1=[198.51.100.9], arg2=198.51.100.9, relay=[198.51.100.9], "
+        "reject=550 5.7.1 Access denied"]
+    evs = [c.classify("Nov 18 11:05:%02d mx sm-mta[4242]: %s" % (i, t)) for i, t in enumerate(texts)]
+    first, last = evs[0], evs[-1]
+    # (a suspect in normal mode counts nowhere: it waits for nothing)
+    assert first is not None and first.reason in ("pending", "suspect-normal-mode"), first
+    assert last is not None and last.ip == "198.51.100.9", last
+    assert last.failures == (1 if mode == "aggressive" else 0), \
+        "a failure of the previous connection charged to the next: %r" % (last,)
