@@ -49,5 +49,7 @@ setup(
     description="A fail2ban plug-in library for sendmail servers",
     license="GPL-2.0-or-later",
     packages=["smban"],
+    # the bundled sample log and the like (smban/data), read by smban demo
+    package_data={"smban": ["data/*"]},
     ext_modules=extensions,
 )

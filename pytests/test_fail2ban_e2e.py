@@ -38,9 +38,17 @@ from smban.filter import export_filter
 from test_iptables_action import Fail2ban
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ACTIONS = os.path.join(ROOT, "actions")
-PKG_PATH = os.path.dirname(os.path.dirname(os.path.abspath(smban.__file__)))
 F2B_CONFIG = "/etc/fail2ban"
+#: SMBAN_INSTALLED=1 (make deb-test): the scenarios run on the smban
+#: installed on this machine (the Debian package): the filter and actions
+#: from fail2ban's directories, and fail2ban imports smban from its own
+#: sys.path, with no source tree on it.
+INSTALLED = os.environ.get("SMBAN_INSTALLED") == "1"
+if INSTALLED:
+    ACTIONS, PKG_PATH = os.path.join(F2B_CONFIG, "action.d"), None
+else:
+    ACTIONS = os.path.join(ROOT, "actions")
+    PKG_PATH = os.path.dirname(os.path.dirname(os.path.abspath(smban.__file__)))
 SERVER, ATTACKER = "192.0.2.1", "192.0.2.2"
 JAIL = "smban"
 
@@ -116,6 +124,16 @@ class Server(Fail2ban):
             time.sleep(0.2)
         raise AssertionError("fail2ban did not start:\n" + self.log()[-3000:])
 
+    def smban_extension(self):
+        """The path of the classifier's extension the server has loaded."""
+        with open(os.path.join(self.dir, "f2b.pid")) as f:
+            pid = int(f.read().strip())
+        with open("/proc/%d/maps" % pid) as f:
+            found = {line.split(None, 5)[5].strip() for line in f
+                     if "/smban/_core." in line and len(line.split(None, 5)) == 6}
+        assert len(found) == 1, found
+        return found.pop()
+
     def write(self, *lines):
         with open(os.path.join(self.dir, "mail.log"), "a") as f:
             for line in lines:
@@ -137,6 +155,9 @@ def write_config(d, mode="normal", bantime=600, filter_text=None, backend="polli
     shutil.copy(os.path.join(config, "filter.d", "common.conf"),
                 os.path.join(d, "filter.d", "common.conf"))
     with open(os.path.join(d, "filter.d", "smban.conf"), "w") as f:
+        if filter_text is None and INSTALLED:
+            with open(os.path.join(F2B_CONFIG, "filter.d", "smban.conf")) as installed:
+                filter_text = installed.read()
         f.write(filter_text if filter_text is not None else export_filter())
     with open(os.path.join(d, "fail2ban.conf"), "w") as f:
         f.write("[Definition]\nloglevel = INFO\nlogtarget = %(d)s/f2b.log\n"
@@ -269,6 +290,9 @@ def test_story_never_banned_brute_force_banned(listener, f2b, hosts, dist, mode)
     server = f2b(mode=mode)
     assert "smban-engine attached" in server.log()
     assert attached_line(dist, mode) in server.log()
+    # the smban under test: the installed package's, or the one this run built
+    expected = "/usr/lib/python3/dist-packages/smban/" if INSTALLED else PKG_PATH + "/smban/"
+    assert server.smban_extension().startswith(expected), server.smban_extension()
     assert connect_from_attacker(hosts) == "open"
 
     # the story, far beyond maxretry, then a clear-text delivery

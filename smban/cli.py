@@ -4,6 +4,7 @@ Each command lives in its own module and registers itself here through a
 `register(subparsers)` function that adds its parser and sets `func`.
 """
 import importlib
+import os
 import sys
 
 # command -> the module that registers it, in the order of --help.  Only
@@ -36,8 +37,10 @@ def command_module(name):
 
 def build_parser(argv=None):
     import argparse
+    # the name it was run by: the smban command, or python3 -m smban
+    prog = "smban" if os.path.basename(sys.argv[0]) == "smban" else "python3 -m smban"
     parser = argparse.ArgumentParser(
-        prog="python3 -m smban",
+        prog=prog,
         description="smban: a fail2ban plug-in library for sendmail servers")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -34,11 +34,15 @@ class Fail2banDist:
         self.missing = missing
 
     def env(self, pkg_path, **extra):
-        """The environment of a client and its server, smban at pkg_path."""
-        path = os.pathsep.join(self.pythonpath + [pkg_path])
+        """The environment of a client and its server, smban at pkg_path
+        (None: the smban installed where the interpreter finds it)."""
+        path = os.pathsep.join(self.pythonpath + ([pkg_path] if pkg_path else []))
         bindir = os.path.dirname(sys.executable)
-        return dict(os.environ, PYTHONPATH=path,
-                    PATH=os.pathsep.join([bindir, os.environ.get("PATH", "")]), **extra)
+        env = dict(os.environ, PYTHONPATH=path,
+                   PATH=os.pathsep.join([bindir, os.environ.get("PATH", "")]), **extra)
+        if not path:
+            del env["PYTHONPATH"]
+        return env
 
 
 def dists():

@@ -110,6 +110,16 @@ def ext_suffix():
 
 # ---- check ----
 
+def debian_package_installed():
+    """Whether dpkg has the package smban installed (make install and the
+    package would own the same files in fail2ban's directories)."""
+    if not shutil.which("dpkg-query"):
+        return False
+    r = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Status}", "smban"],
+                       capture_output=True, text=True)
+    return r.returncode == 0 and r.stdout.strip() not in ("", "not-installed", "config-files")
+
+
 def check(args, build=True):
     """Raise Failure naming the fix for the first missing prerequisite."""
     system = not args.destdir
@@ -127,6 +137,10 @@ def check(args, build=True):
             raise Failure("%s cannot import fail2ban: run make install with the interpreter "
                           "of fail2ban-server (the Makefile finds it from its #! line)"
                           % sys.executable) from None
+    if system and debian_package_installed():
+        raise Failure("the Debian package smban is installed and owns smban's files in %s: "
+                      "upgrade it with apt, or remove it ('apt-get remove smban') before "
+                      "make install" % args.fail2ban_dir)
     if system:
         for sub in ("filter.d", "action.d"):
             d = os.path.join(args.fail2ban_dir, sub)
