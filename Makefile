@@ -6,7 +6,7 @@
 #   make bench   the benchmark table against fail2ban, measured in one run
 #   make properties  the property tests with a larger, seeded budget (CI)
 #   make mutants the kept deliberate bugs (mutants/): the tests must catch every one (CI)
-#   make deb     the Debian package, into build/deb/ (make deb-test: install, upgrade, purge it; CI)
+#   make deb     the Debian package, into build/deb/ (make deb-test: install, reinstall, purge it; CI)
 
 SHELL := /bin/bash
 
@@ -226,7 +226,7 @@ deb: deps
 
 # The package installed with apt as an administrator would, over a machine
 # without a make install copy: fail2ban runs it with no source tree on
-# sys.path; an upgrade keeps an edited conffile; purge leaves nothing of it.
+# sys.path; a reinstall keeps an edited conffile; purge leaves nothing of it.
 deb-test: deb
 	SMBAN_DEB=$$(ls build/deb/smban_*_$$(dpkg --print-architecture).deb) \
 	    $(PY) -m pytest -q -p no:cacheprovider pytests/test_deb.py

@@ -1,7 +1,7 @@
 """The Debian package (make deb-test, after make deb): installed with apt
 as an administrator would, on a machine without a make install copy.
 What it installs, that fail2ban runs the installed smban with no source
-tree on sys.path (the end-to-end story), that an upgrade keeps an edited
+tree on sys.path (the end-to-end story), that a reinstall keeps an edited
 conffile, that it and make install refuse each other, and that purge
 leaves no file of it and fail2ban still starts.
 
@@ -125,7 +125,7 @@ def test_fail2ban_runs_the_installed_smban():
     assert "2 passed" in r.stdout, r.stdout[-2000:]
 
 
-def test_upgrade_keeps_an_edited_conffile():
+def test_a_reinstall_keeps_an_edited_conffile():
     path = "/etc/fail2ban/action.d/smban-iptables.py"
     with open(path, "a") as f:
         f.write(EDIT)
