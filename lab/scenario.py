@@ -30,6 +30,12 @@ REDTEAM_TEMP = [
     'MAIL FROM:<"a, size=900, class=0, nrcpts=3, x"@example.net>',
     'RCPT TO:<%s@%s>' % (USER, DOMAIN),
     'RSET',
+    # a client field planted where the message opens: in from= (its escaped
+    # quote, logged as a backslash run that reads two ways, makes the
+    # address unparsable) and in the echo of an unknown local user
+    'MAIL FROM:<"h.example [198.51.100.10]: probable open proxy: command=GET \\" x"@example.net>',
+    'RCPT TO:<"h.example [198.51.100.25]: probable open proxy: command=GET"@%s>' % DOMAIN,
+    'RSET',
     'MAIL FROM:<redteam@example.net>',
     'RCPT TO:<"a, relay=[198.51.100.10], %s"@elsewhere.example>' % _FRAME,
     'RCPT TO:<"b, relay=[198.51.100.25], reject=450 4.4.0 <x>... Relaying temporarily denied. '
@@ -237,7 +243,8 @@ class Scenario:
         self.lab.dns.set_tempfail([rt.addr, rt6.addr])
         codes = self.clients.dialogue(rt, REDTEAM_TEMP)
         self.say("%s %s: its reverse zone fails (SERVFAIL); MAIL FROM faking size=900, "
-                 "nrcpts=3, RCPT TO a local user, RSET, MAIL FROM, 3 RCPT TO quoting "
+                 "nrcpts=3, RCPT TO a local user, RSET, MAIL FROM and RCPT TO opening with "
+                 "[victim]: probable open proxy, RSET, MAIL FROM, 3 RCPT TO quoting "
                  "relay=[victim] -> %s" % (rt.name, rt.addr, " ".join(codes)))
         self.flush(0.3)
         codes = self.clients.dialogue(rt6, REDTEAM6_TEMP)
