@@ -1035,12 +1035,13 @@ static uint64_t host_prog_key(smban_classifier *c, const smban_frame *f)
 /* The session of a line's (host, program, pid), created if need be; NULL
  * for a line without a pid (nor a queue id to read one from). */
 static smban_session *session_of(smban_classifier *c, const smban_frame *f,
-                                 const smban_span *qid)
+                                 const smban_span *qid, int create)
 {
     long key_pid = f->pid >= 0 ? f->pid : (qid->p ? qid_pid(*qid) : -1);
     if (key_pid < 0)
         return NULL;
-    return smban_table_get(c->sessions, host_prog_key(c, f), (uint64_t)key_pid, c->now, 1);
+    return smban_table_get(c->sessions, host_prog_key(c, f), (uint64_t)key_pid, c->now,
+                           create);
 }
 
 /* The transaction of a queue id: a hash, never 0 (0: a line without one). */
@@ -1050,13 +1051,15 @@ static uint32_t qid_hash(const smban_span *qid)
 }
 
 /* A line that is no event but names its transaction (a continuation part
- * "QID[n]: ", a line no rule reads): its queue id still starts a new
- * transaction of the session (rule 5), or a later queue id would take
- * over what the previous client's lines showed. */
+ * "QID[n]: ", a line no rule reads, a delivery): its queue id still starts
+ * a new transaction of the pid's session (rule 5), or a later queue id
+ * would take over what the previous client's lines showed.  Only a session
+ * that exists: a pid without one has nothing to drop, and creating one
+ * per delivering pid would evict the sessions of clients. */
 static void session_transaction(smban_classifier *c, const smban_frame *f,
                                 const smban_span *qid)
 {
-    smban_session *s = session_of(c, f, qid);
+    smban_session *s = session_of(c, f, qid, 0);
     if (s)
         new_session_check(c, s, 0, qid_hash(qid));
 }
@@ -1221,7 +1224,7 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
     int own = ev->cls;
     int ip_from_line = ev->family != 0;
     uint32_t line_qid = qid_hash(qid);
-    smban_session *s = session_of(c, f, qid);
+    smban_session *s = session_of(c, f, qid, 1);
 
     if (s) {
         new_session_check(c, s, opens, line_qid);

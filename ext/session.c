@@ -228,6 +228,12 @@ smban_session *smban_table_get(smban_table *t, uint64_t k0, uint64_t k1,
         t->expired++;
     }
     if ((s = smban_table_peek(t, k0, k1))) {
+        if (now > s->last)
+            s->last = now;
+        /* already the most recently used: a session's lines one after
+         * the other */
+        if (t->head == (uint32_t)(s - t->pool))
+            return s;
         lru_unlink(t, s);
     } else {
         if (!create)

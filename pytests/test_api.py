@@ -144,6 +144,19 @@ def test_session_bound_and_eviction_counted():
     assert c.stats()["sessions"] == 0
 
 
+def test_deliveries_take_no_session():
+    """A delivery names no client: its pid gets no session of its own, so a
+    queue runner's lines cannot evict the sessions of clients."""
+    c = smban.Classifier(ref_time=REF_TIME, max_sessions=10)
+    c.classify(b"Nov 17 00:40:01 h sendmail[7]: STARTTLS=server, relay=[192.0.2.1], version=TLSv1.3, verify=NO")
+    lines = [b"Nov 17 00:40:02 h sendmail[%d]: 4AH204F8Pf%06d: to=<u@example.org>, delay=00:00:01, "
+             b"xdelay=00:00:00, mailer=local, pri=79870, dsn=2.0.0, stat=Sent" % (100 + i, 100 + i)
+             for i in range(50)]
+    assert c.classify_buffer(b"\n".join(lines))["classes"] == {"delivery": 50}
+    st = c.stats()
+    assert st["sessions"] == 1 and st["sessions_evicted"] == 0
+
+
 def write(tmp_path, name, lines, compress=False):
     p = tmp_path / name
     data = b"\n".join(lines) + b"\n"
