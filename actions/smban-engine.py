@@ -26,6 +26,8 @@ Options (strings, as fail2ban passes them):
     session_idle   seconds after which a quiet session is forgotten
     max_trusted    addresses remembered as legitimate senders
     trust_seconds  how long a delivery keeps an address trusted
+    tls_grace      how long a peer that fell back from a failed STARTTLS
+                   is excused its disconnects, rate limits and DNS failures
                    (the defaults: python3 -c 'import smban; print(smban.DEFAULTS)')
 
 `fail2ban-client reload` keeps it attached (reload and clearAllParams are
@@ -61,9 +63,9 @@ else:
     IMPORT_ERROR = None
 
 _DEFAULTS = {"mode": "", "max_sessions": "", "session_idle": "",
-             "max_trusted": "", "trust_seconds": ""}
+             "max_trusted": "", "trust_seconds": "", "tls_grace": ""}
 _TYPES = {"max_sessions": int, "session_idle": float, "max_trusted": int,
-          "trust_seconds": float}
+          "trust_seconds": float, "tls_grace": float}
 
 
 def _parse(opts, warn):

@@ -17,6 +17,8 @@
  *        none yet it is pending, and counts when the session reveals its IP;
  *      - an IP that delivered accepted mail (or authenticated) recently is
  *        trusted: its suspect lines never count, even in aggressive mode;
+ *      - a peer that fell back from a failed STARTTLS is excused its
+ *        disconnects, rate limits and DNS failures for tls_grace;
  *      - a session that already counted a failure does not count its
  *        closing "did not issue" again.
  *    Each event says which rule matched (rule), whether its client
@@ -217,6 +219,7 @@ struct smban_classifier {
     smban_clock clk;
     smban_table *sessions;
     smban_table *trusted;
+    smban_table *graced;        /* peers that fell back from STARTTLS (rule 6) */
     double now;             /* the latest log time seen */
     char last_hp[128];      /* host and program of the last session key */
     size_t last_host_len, last_prog_len;
@@ -231,6 +234,7 @@ void smban_options_default(smban_options *o)
     o->session_idle = SMBAN_DEFAULT_SESSION_IDLE;
     o->max_trusted = SMBAN_DEFAULT_MAX_TRUSTED;
     o->trust_seconds = SMBAN_DEFAULT_TRUST_SECONDS;
+    o->tls_grace = SMBAN_DEFAULT_TLS_GRACE;
 }
 
 /* Character classes of the hot loops, as one table. */
@@ -630,8 +634,9 @@ int smban_classifier_new(const smban_options *o, smban_classifier **out,
     }
     c->opt = *o;
     c->opt.programs = NULL;
-    if (o->session_idle <= 0 || o->trust_seconds < 0) {
-        snprintf(err, SMBAN_ERR_LEN, "session_idle must be > 0 and trust_seconds >= 0");
+    if (!(o->session_idle > 0) || !(o->trust_seconds >= 0) || !(o->tls_grace >= 0)) {
+        snprintf(err, SMBAN_ERR_LEN,
+                 "session_idle must be > 0, trust_seconds and tls_grace >= 0");
         rc = SMBAN_EINVAL;
         goto fail;
     }
@@ -642,6 +647,9 @@ int smban_classifier_new(const smban_options *o, smban_classifier **out,
         goto fail;
     if ((rc = smban_table_new(o->max_trusted ? o->max_trusted : 1, o->trust_seconds,
                               &c->trusted, err)) < 0)
+        goto fail;
+    if ((rc = smban_table_new(o->max_trusted ? o->max_trusted : 1,
+                              o->tls_grace > 0 ? o->tls_grace : 1, &c->graced, err)) < 0)
         goto fail;
     if ((rc = compile_rules(c, err)) < 0)
         goto fail;
@@ -679,6 +687,7 @@ void smban_classifier_free(smban_classifier *c)
     pcre2_jit_stack_free(c->jstack);
     smban_table_free(c->sessions);
     smban_table_free(c->trusted);
+    smban_table_free(c->graced);
     free(c);
 }
 
@@ -686,6 +695,7 @@ void smban_classifier_reset(smban_classifier *c)
 {
     smban_table_clear(c->sessions);
     smban_table_clear(c->trusted);
+    smban_table_clear(c->graced);
 }
 
 const smban_counters *smban_classifier_counters(const smban_classifier *c)
@@ -931,23 +941,61 @@ static void ip_key(const smban_event *ev, uint64_t *k0, uint64_t *k1)
     *k1 ^= (uint64_t)ev->family << 56;
 }
 
-static int trusted(smban_classifier *c, const smban_event *ev)
+/* An address table of the classifier (trusted, graced): whether ev's
+ * address was put in it within the last secs seconds of log time, and
+ * putting it there. */
+static int remembered(smban_classifier *c, smban_table *t, double secs,
+                      const smban_event *ev)
 {
     uint64_t k0, k1;
-    if (!ev->family || c->opt.trust_seconds <= 0)
+    if (!ev->family || secs <= 0)
         return 0;
     ip_key(ev, &k0, &k1);
-    smban_session *t = smban_table_peek(c->trusted, k0, k1);
-    return t && t->last >= c->now - c->opt.trust_seconds;
+    smban_session *e = smban_table_peek(t, k0, k1);
+    return e && e->last >= c->now - secs;
 }
 
-static void trust(smban_classifier *c, const smban_event *ev)
+static void remember(smban_classifier *c, smban_table *t, double secs,
+                     const smban_event *ev)
 {
     uint64_t k0, k1;
-    if (!ev->family || c->opt.trust_seconds <= 0)
+    if (!ev->family || secs <= 0)
         return;
     ip_key(ev, &k0, &k1);
-    smban_table_get(c->trusted, k0, k1, c->now, 1);
+    smban_table_get(t, k0, k1, c->now, 1);
+}
+
+static int trusted(smban_classifier *c, const smban_event *ev)
+{
+    return remembered(c, c->trusted, c->opt.trust_seconds, ev);
+}
+
+static void untrust(smban_classifier *c, const smban_event *ev)
+{
+    uint64_t k0, k1;
+    if (!ev->family)
+        return;
+    ip_key(ev, &k0, &k1);
+    smban_session *t = smban_table_peek(c->trusted, k0, k1);
+    if (t)
+        smban_table_del(c->trusted, t);
+}
+
+/* Rule 6: a peer that fell back from a failed STARTTLS within tls_grace. */
+static int graced(smban_classifier *c, const smban_event *ev)
+{
+    return remembered(c, c->graced, c->opt.tls_grace, ev);
+}
+
+/* The suspect classes the grace spares: what a connection going wrong
+ * looks like (a disconnect, a timeout's aftermath, a rate limit, a DNS
+ * failure).  What a client sends or is (unknown recipients, a DNSBL or a
+ * milter's verdict, protocol abuse) still counts: a failed handshake costs
+ * an attacker nothing, so it buys no excuse for probing. */
+static int grace_spares(int cls)
+{
+    return cls == SMBAN_C_NULL_SESSION || cls == SMBAN_C_LOST_INPUT
+           || cls == SMBAN_C_RATE_CONTROL || cls == SMBAN_C_DNS_TEMPFAIL;
 }
 
 static uint16_t sat_inc(uint16_t v, int by)
@@ -1149,6 +1197,8 @@ static int own_verdict(smban_classifier *c, smban_session *s, smban_event *ev)
     }
     if (ev->kind == SMBAN_SUSPECT && trusted(c, ev))
         ev->reason = SMBAN_R_TRUSTED;
+    else if (ev->kind == SMBAN_SUSPECT && grace_spares(ev->cls) && graced(c, ev))
+        ev->reason = SMBAN_R_TLS_GRACE;
     else if (ev->kind == SMBAN_SUSPECT && !c->opt.aggressive)
         ev->reason = SMBAN_R_SUSPECT_NORMAL_MODE;
     else if (dup)
@@ -1210,11 +1260,32 @@ static int resolve_pending(smban_classifier *c, smban_session *s, int fails,
 }
 
 /* Trust (rule 3): mail accepted from an address, or its successful AUTH,
- * vouches for it for trust_seconds. */
-static void earn_trust(smban_classifier *c, int own, const smban_event *ev)
+ * vouches for it for trust_seconds.  The session remembers when its
+ * transaction's envelope is what made the address trusted: a milter that
+ * then rejects the message took back what sendmail's from= line showed.
+ * Grace (rule 6): a closing line that shows its own address after the
+ * session's STARTTLS failed (tls-fallback) excuses the peer for tls_grace. */
+static void earn_trust(smban_classifier *c, smban_session *s, int own, int ip_from_line,
+                       const smban_event *ev)
 {
-    if (ev->family && (own == SMBAN_C_AUTH_SUCCESS || ev->delivered))
-        trust(c, ev);
+    if (ev->family && (own == SMBAN_C_AUTH_SUCCESS || ev->delivered)) {
+        if (s && ev->delivered && !trusted(c, ev))
+            s->flags |= SMBAN_S_TRUST_NEW;
+        remember(c, c->trusted, c->opt.trust_seconds, ev);
+    }
+    if (ip_from_line && ev->cls == SMBAN_C_TLS_FALLBACK)
+        remember(c, c->graced, c->opt.tls_grace, ev);
+}
+
+/* A milter's reject of the transaction whose envelope earned the trust:
+ * the message was not accepted after all, so neither is the trust. */
+static void milter_takes_back(smban_classifier *c, smban_session *s, uint32_t line_qid,
+                              const smban_event *ev)
+{
+    if (s && (s->flags & SMBAN_S_TRUST_NEW) && line_qid && line_qid == s->qid) {
+        untrust(c, ev);
+        s->flags &= (uint8_t)~SMBAN_S_TRUST_NEW;
+    }
 }
 
 /* The session rules (see the top of this file), step by step. */
@@ -1230,6 +1301,8 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
         new_session_check(c, s, opens, line_qid);
         session_address(s, line_qid, ev);
     }
+    if (own == SMBAN_C_MILTER_REJECT)
+        milter_takes_back(c, s, line_qid, ev);
     int fails = own_verdict(c, s, ev);
     if (fails && !ev->family) {
         hold_pending(c, s, line_qid, ev);
@@ -1247,7 +1320,7 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
         if (fails)
             s->flags |= SMBAN_S_COUNTED;
     }
-    earn_trust(c, own, ev);
+    earn_trust(c, s, own, ip_from_line, ev);
     /* "did not issue" and "lost input" end a session */
     if (s && (own == SMBAN_C_NULL_SESSION || own == SMBAN_C_LOST_INPUT))
         smban_table_del(c->sessions, s);

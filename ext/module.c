@@ -147,7 +147,7 @@ static PyObject *
 Classifier_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"mode", "max_sessions", "session_idle",
-                             "max_trusted", "trust_seconds", "ref_time",
+                             "max_trusted", "trust_seconds", "tls_grace", "ref_time",
                              "programs", "regex_only", NULL};
     const char *mode = mode_names[0];
     smban_options opt;
@@ -155,14 +155,15 @@ Classifier_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     Py_ssize_t max_sessions = (Py_ssize_t)opt.max_sessions;
     Py_ssize_t max_trusted = (Py_ssize_t)opt.max_trusted;
     double session_idle = opt.session_idle, trust_seconds = opt.trust_seconds;
+    double tls_grace = opt.tls_grace;
     PyObject *ref_time = Py_None, *programs = Py_None, *joined = NULL;
     int regex_only = 0;
     char err[SMBAN_ERR_LEN] = "";
     ClassifierObject *self = NULL;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|s$ndndOOp:Classifier", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|s$ndnddOOp:Classifier", kwlist,
                                      &mode, &max_sessions, &session_idle,
-                                     &max_trusted, &trust_seconds, &ref_time,
+                                     &max_trusted, &trust_seconds, &tls_grace, &ref_time,
                                      &programs, &regex_only))
         return NULL;
     opt.regex_only = regex_only;
@@ -185,6 +186,7 @@ Classifier_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     opt.max_trusted = (size_t)max_trusted;
     opt.session_idle = session_idle;
     opt.trust_seconds = trust_seconds;
+    opt.tls_grace = tls_grace;
     if (ref_time != Py_None) {
         opt.ref_time = PyFloat_AsDouble(ref_time);
         if (opt.ref_time == -1 && PyErr_Occurred())
@@ -632,7 +634,8 @@ static PyGetSetDef Classifier_getset[] = {
 
 static PyType_Slot Classifier_slots[] = {
     {Py_tp_doc, "Classifier(mode='normal', *, max_sessions, session_idle, max_trusted,\n"
-                "           trust_seconds, ref_time=None, programs=None, regex_only=False)\n\n"
+                "           trust_seconds, tls_grace, ref_time=None, programs=None,\n"
+                "           regex_only=False)\n\n"
                 "A session-aware classifier of sendmail log lines; the options\n"
                 "default to DEFAULTS."},
     {Py_tp_new, Classifier_new},
@@ -765,12 +768,13 @@ static PyObject *defaults_dict(void)
 {
     smban_options o;
     smban_options_default(&o);
-    return Py_BuildValue("{sssnsdsnsdss}",
+    return Py_BuildValue("{sssnsdsnsdsdss}",
                          "mode", mode_names[o.aggressive != 0],
                          "max_sessions", (Py_ssize_t)o.max_sessions,
                          "session_idle", o.session_idle,
                          "max_trusted", (Py_ssize_t)o.max_trusted,
                          "trust_seconds", o.trust_seconds,
+                         "tls_grace", o.tls_grace,
                          "programs", SMBAN_DEFAULT_PROGRAMS);
 }
 

@@ -128,6 +128,7 @@ double smban_utc(int year, int mon, int mday, int hour, int min, double sec);
 #define SMBAN_S_TLS_FAILED 1   /* a TLS handshake failed in this session */
 #define SMBAN_S_COUNTED 2      /* a failure was counted for this session */
 #define SMBAN_S_ADDR_NOQID 4   /* the address came from a line without a queue id */
+#define SMBAN_S_TRUST_NEW 8    /* this transaction's envelope made its address trusted */
 
 /* One session (key: syslog host, program, pid) or one trusted IP.
  * The payload fields are the classifier's; the table only keys, links and
@@ -186,6 +187,7 @@ typedef struct {
     double session_idle;     /* seconds of log time a quiet session is kept */
     size_t max_trusted;      /* IPs remembered as legitimate */
     double trust_seconds;    /* how long delivered mail vouches */
+    double tls_grace;        /* how long an RFC 3207 fallback excuses a peer */
     double ref_time;         /* year inference; 0: the wall clock */
     const char *programs;    /* comma-separated syslog tags; NULL: default */
     int regex_only;          /* tests: no hand-written parser, patterns only */
@@ -196,6 +198,7 @@ typedef struct {
 #define SMBAN_DEFAULT_SESSION_IDLE 3600.0
 #define SMBAN_DEFAULT_MAX_TRUSTED 100000
 #define SMBAN_DEFAULT_TRUST_SECONDS 86400.0
+#define SMBAN_DEFAULT_TLS_GRACE 3600.0
 #define SMBAN_DEFAULT_PROGRAMS "sendmail,sm-mta,sm-acceptingconnections"
 
 void smban_options_default(smban_options *o);

@@ -599,12 +599,25 @@ def f_collect(g, s):
 def f_no_rule(g, s):
     # client text in lines no rule reads: they give no event at all
     return g.choice([
-        "Milter: from=%s, reject=550 5.7.1 Command rejected" % g.addr().raw,
-        "Milter: to=%s, reject=550 5.7.1 Command rejected" % g.addr().raw,
         "invalid domain name (%s) from %s" % (g.text(), s.client[:100]),
         "Authentication-Warning: mx.example: Host %s claimed to be %s" % (s.client, g.text()),
         "SMTP AUTH command (%s) from %s tempfailed (due to previous checks)" % (g.text()[:100], s.client),
     ]), True, "", False
+
+
+def f_milter(g, s):
+    # no client field (the session's address); the envelope address is the
+    # client's text, parsed by its grammar, so the reject code read is
+    # sendmail's: 5xx a milter's reject, 4xx its deferral (greylisting)
+    a = g.addr()
+    where = g.choice(["from=" + a.raw, "to=" + a.raw, "data", "cmd=data"])
+    if g.r() < 0.7:
+        text, cls = g.choice(["550 5.7.1 Command rejected", "554 5.7.1 Blocked by SpamAssassin",
+                              "511 Virus found in email!"]), "milter-reject"
+    else:
+        text, cls = "451 4.7.1 Greylisting in action, please come back later", "milter-tempfail"
+    ok = where in ("data", "cmd=data") or a.unamb[s.mode]
+    return "Milter: %s, reject=%s" % (where, text), True, cls if ok else None, True
 
 
 def f_bare_unknown(g, s):
@@ -634,8 +647,12 @@ def f_rcpt(g, s):
         text = "450 4.4.0 %sRelaying temporarily denied. Cannot resolve PTR record for %s" % (
             _echo(a), s.ip_text)
         cls = "dns-tempfail"
+    elif x < 0.85:
+        text, cls = "550 5.7.1 " + _echo(a) + "Access denied", "access-reject"
     elif x < 0.9:
-        text, cls = "550 5.7.1 " + _echo(a) + "Access denied", "policy-reject"
+        text = "450 4.7.1 %sCan not check MX records for recipient host %s" % (
+            _echo(a), g.choice(LABELS))
+        cls = "recipient-dns"
     else:
         text = "550 5.7.1 %sRejected: %s listed at zen.spamhaus.org" % (_echo(a), s.ip_text)
         cls = "dnsbl-reject"
@@ -665,7 +682,7 @@ def f_compat(g, s):
     if g.r() < 0.5:
         text, cls = "550 5.7.1 %sRelaying denied" % _echo(b), "relay-denied"
     else:
-        text, cls = "550 5.7.1 %sAccess denied" % _echo(b), "policy-reject"
+        text, cls = "550 5.7.1 %sAccess denied" % _echo(b), "access-reject"
     msg = "ruleset=check_compat, arg1=%s, arg2=%s, relay=%s, reject=%s" % (a.raw, b.raw, s.client, text)
     ok = a.unamb[s.mode] and b.unamb[s.mode] and b.raw != "<>"
     return msg, True, cls if ok else None, False
@@ -676,10 +693,17 @@ def f_check_relay(g, s):
     if x < 0.4:
         text, cls = g.choice(["421 4.3.2 Connection rate limit exceeded.",
                               "452 4.3.2 Too many open connections."]), "rate-control"
-    elif x < 0.7:
+    elif x < 0.6:
         text, cls = "550 5.7.1 Rejected: %s listed at zen.spamhaus.org" % s.ip_text, "dnsbl-reject"
+    elif x < 0.75:
+        text, cls = "550 5.7.1 Access denied", "access-reject"
+    elif x < 0.85:
+        text, cls = "550 5.7.1 Go away, we do not want your mail", "policy-reject"
     else:
-        text, cls = "550 5.7.1 Access denied", "policy-reject"
+        # the server's own failures: every client gets them
+        text, cls = g.choice(["451 4.3.0 Temporary system failure. Please try again later.",
+                              "451 4.7.1 Temporary lookup failure of %s at zen.spamhaus.org"
+                              % s.ip_text]), "server-tempfail"
     return "ruleset=check_relay, arg1=%s, arg2=%s, relay=%s, reject=%s" % (
         s.host, s.ip_text, s.client, text), False, cls, False
 
@@ -707,7 +731,7 @@ FORMS = [  # (name, weight, function)
     ("pipelining", 1, f_pipelining), ("connect", 0, f_connect), ("tls-failure", 2, f_tls_failure),
     ("tls-session", 2, f_tls_session), ("auth-success", 1, f_auth_success),
     ("envelope", 8, f_envelope), ("delivery", 2, f_delivery), ("collect", 1, f_collect),
-    ("no-rule", 2, f_no_rule), ("bare-unknown", 2, f_bare_unknown), ("rcpt", 20, f_rcpt),
+    ("no-rule", 2, f_no_rule), ("milter", 2, f_milter), ("bare-unknown", 2, f_bare_unknown), ("rcpt", 20, f_rcpt),
     ("mail", 8, f_mail), ("compat", 3, f_compat), ("check-relay", 3, f_check_relay),
     ("check-vrfy", 2, f_check_vrfy), ("tls-ruleset", 1, f_tls_ruleset),
 ]

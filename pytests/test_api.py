@@ -242,10 +242,10 @@ def test_names_and_defaults_come_from_the_core():
     assert smban.CLASSES == tuple(name for name, _kind, _why in smban.classes())
     assert smban.REASONS == tuple(name for name, _why in smban.reasons())
     assert {"counted", "resolved", "pending", "no-client", "trusted", "suspect-normal-mode",
-            "already-counted", "tls-fallback", "benign", "info"} == set(smban.REASONS)
+            "already-counted", "tls-fallback", "tls-grace", "benign", "info"} == set(smban.REASONS)
     assert smban.DEFAULTS == {"mode": "normal", "max_sessions": 100000, "session_idle": 3600.0,
                               "max_trusted": 100000, "trust_seconds": 86400.0,
-                              "programs": "sendmail,sm-mta,sm-acceptingconnections"}
+                              "tls_grace": 3600.0, "programs": "sendmail,sm-mta,sm-acceptingconnections"}
     c = smban.Classifier()
     st = c.stats()
     assert c.mode == smban.DEFAULTS["mode"] and c.programs == smban.DEFAULTS["programs"]
@@ -345,3 +345,66 @@ def test_readme_lists_every_reason_in_order():
     names = [n for row in table.splitlines()[1:]
              for n in row.split("|")[1].replace("`", "").replace(",", " ").split()]
     assert tuple(names) == smban.REASONS
+
+
+TLS_FAIL = (b"Nov 17 00:33:33 h sendmail[%d]: STARTTLS=server, error: accept failed=-1, "
+            b"reason=no shared cipher, SSL_error=1, errno=0, retry=-1, relay=esa12.example [%s]")
+NULL = b"Nov 17 00:33:34 h sendmail[%d]: 4AH5XXPf%06d: %s did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA"
+LOST = (b"Nov 17 00:34:02 h sendmail[%d]: 4AH5Y2Pf%06d: lost input channel from %s to MTA "
+        b"after rcpt")
+
+
+def test_tls_grace_spares_a_fallen_back_peer_its_disconnects_only():
+    """Session rule 6: after a tls-fallback that shows the peer's own
+    address, its disconnects do not count for tls_grace, in aggressive mode;
+    an unknown recipient or a ban class still counts (a failed handshake
+    costs an attacker nothing); the grace ends after tls_grace; tls_grace=0
+    turns it off."""
+    ip = b"198.51.100.25"
+    client = b"esa12.example [" + ip + b"]"
+
+    def fallback(c, pid):
+        assert c.classify(TLS_FAIL % (pid, ip)).name == "tls-failure"
+        ev = c.classify(NULL % (pid, pid, client))
+        assert (ev.name, ev.reason, ev.failures) == ("tls-fallback", "tls-fallback", 0)
+
+    c = smban.Classifier("aggressive", ref_time=REF_TIME)
+    fallback(c, 10)
+    ev = c.classify(LOST % (11, 11, client))
+    assert (ev.name, ev.ip, ev.reason, ev.failures) == ("lost-input", "198.51.100.25", "tls-grace", 0)
+    ev = c.classify(b"Nov 17 00:34:05 h sendmail[12]: 4AH5Y5Pf000012: ruleset=check_rcpt, "
+                    b"arg1=<nobody@example.org>, relay=" + client + b", reject=550 5.1.1 "
+                    b"<nobody@example.org>... User unknown")
+    assert (ev.name, ev.reason, ev.failures) == ("user-unknown", "counted", 1)
+    ev = c.classify(b"Nov 17 00:34:06 h sendmail[13]: 4AH5Y6Pf000013: AUTH failure (LOGIN): "
+                    b"authentication failure (-13) SASL(-13): authentication failure: "
+                    b"checkpass failed, user=admin, relay=" + client)
+    assert (ev.name, ev.reason, ev.failures) == ("auth-failure", "counted", 1)
+    # an hour and a bit later: no grace left
+    ev = c.classify(b"Nov 17 01:40:00 h sendmail[14]: 4AH6e0Pf000014: lost input channel from "
+                    + client + b" to MTA after rcpt")
+    assert (ev.reason, ev.failures) == ("counted", 1)
+
+    c = smban.Classifier("aggressive", ref_time=REF_TIME, tls_grace=0)
+    fallback(c, 10)
+    assert c.classify(LOST % (11, 11, client)).failures == 1
+    with pytest.raises(ValueError, match="tls_grace"):
+        smban.Classifier(tls_grace=-1)
+
+
+def test_tls_grace_comes_from_the_peer_s_own_address_only():
+    """A fallback whose closing line was cut by %.100s (a host name, no
+    address) earns no grace, even where its session knows an address from
+    an earlier line of the transaction: nothing on the line proves whose
+    the fallback was."""
+    c = smban.Classifier("aggressive", ref_time=REF_TIME)
+    ip = b"198.51.100.26"
+    ev = c.classify(b"Nov 17 00:33:32 h sendmail[20]: 4AH5XXPf000020: ruleset=check_mail, "
+                    b"arg1=<a@slow.example>, relay=esa13.example [" + ip + b"], reject=451 4.1.8 "
+                    b"<a@slow.example>... Domain of sender address a@slow.example does not resolve")
+    assert (ev.name, ev.ip) == ("dns-tempfail", "198.51.100.26")
+    c.classify(TLS_FAIL % (20, ip))
+    ev = c.classify(NULL % (20, 20, b"esa13.example"))
+    assert (ev.name, ev.ip) == ("tls-fallback", "198.51.100.26")   # the session's
+    ev = c.classify(LOST % (21, 21, b"esa13.example [" + ip + b"]"))
+    assert (ev.reason, ev.failures) == ("counted", 1)

@@ -377,6 +377,8 @@ def test_errors_are_clear_and_print_nothing_else(tmp_path):
     assert r.returncode == 2 and r.stdout == "" and "--findtime" in r.stderr
     r = smban_cmd("audit", "--rows", "-1", LOG)
     assert r.returncode == 2 and r.stdout == "" and "--rows" in r.stderr
+    r = smban_cmd("audit", "--tls-grace", "-1", LOG)
+    assert r.returncode == 2 and r.stdout == "" and "--tls-grace" in r.stderr
 
 
 def test_a_filter_that_cannot_be_loaded_is_an_error(tmp_path):
@@ -422,3 +424,59 @@ def test_delivery_after_a_tls_failure_over_tls_is_not_clear_text(capsys, tmp_pat
     # nrcpts=0 accepted nothing
     assert (t["failures"], t["fallbacks"], t["delivered_after"], t["clear_text"]) == (1, 1, 2, 1)
     assert r["banned"] == [] and [s["ip"] for s in r["spared"]] == ["192.0.2.77"]
+
+
+STORY = os.path.join(FIXTURES, "story.log")
+
+
+def test_the_story_in_aggressive_mode_bans_only_the_brute_forcer(capsys):
+    """The story's eight lines with one failure enough to ban: the IronPort
+    falls back from a failed STARTTLS, then a network hiccup cuts it off
+    after RCPT (a timeout, "lost input channel"); only the password guesser
+    is banned.  Without the grace (--tls-grace 0), its lost input would ban
+    it: the control."""
+    r = audit_json(capsys, "--mode", "aggressive", "--maxretry", "1", STORY)
+    banned, spared = lists(r)
+    assert banned == {"109.172.142.229": {"auth-failure": 2}}
+    assert IRONPORT in spared
+    sp = next(x for x in r["spared"] if x["ip"] == IRONPORT)
+    # (the timeout names the host only: it is nobody's)
+    assert sp["reasons"] == {"tls-fallback": 1, "tls-grace": 1, "tls-failure": 1}
+    tls = {t["ip"]: t for t in r["tls"]}
+    assert tls[IRONPORT]["graced"] == 1 and not tls[IRONPORT]["banned"]
+    assert r["tls_grace"] == smban.DEFAULTS["tls_grace"]
+
+    r = audit_json(capsys, "--mode", "aggressive", "--maxretry", "1", "--tls-grace", "0", STORY)
+    banned, _ = lists(r)
+    assert banned == {"109.172.142.229": {"auth-failure": 2}, IRONPORT: {"lost-input": 1}}
+    assert {t["ip"]: t["graced"] for t in r["tls"]} == {IRONPORT: 0}
+
+    rc, out, _ = audit(capsys, "--mode", "aggressive", "--maxretry", "1", STORY)
+    assert rc == 0 and "graced" in out and "within 3600 s of a" in out
+
+
+def test_server_problems_are_reported_and_never_count(capsys, tmp_path):
+    """A broken access map makes sendmail answer every client 451 4.3.0, a
+    failing DNSBL lookup 451 Temporary lookup failure: the server's fault,
+    listed as such, and nobody banned for it in any mode."""
+    lines = []
+    for i in range(6):
+        ip = "198.51.100.%d" % (120 + i)
+        lines.append("Nov 17 01:0%d:00 mx sm-mta[%d]: ruleset=check_relay, arg1=[%s], arg2=%s, "
+                     "relay=[%s], reject=451 4.3.0 Temporary system failure. Please try again "
+                     "later." % (i, 5000 + i, ip, ip, ip))
+        lines.append("Nov 17 01:0%d:30 mx sm-mta[%d]: ruleset=check_relay, arg1=[%s], arg2=%s, "
+                     "relay=[%s], reject=451 4.7.1 Temporary lookup failure of %s at "
+                     "zen.spamhaus.org" % (i, 6000 + i, ip, ip, ip, ip))
+    log = tmp_path / "maillog"
+    log.write_text("\n".join(lines) + "\n")
+    r = audit_json(capsys, "--mode", "aggressive", "--maxretry", "1", str(log))
+    assert r["banned"] == []
+    assert r["classes"] == {"server-tempfail": 12}
+    assert r["server_problems"] == [
+        {"reject": "451 4.3.0 Temporary system failure. Please try again later.", "lines": 6}] + [
+        {"reject": "451 4.7.1 Temporary lookup failure of 198.51.100.%d at zen.spamhaus.org"
+                   % (120 + i), "lines": 1} for i in range(6)]
+    assert {s["reason"] for s in r["spared"]} == {"server-tempfail"}
+    rc, out, _ = audit(capsys, str(log))
+    assert rc == 0 and "Server problems (12 lines)" in out and "makemap" in out

@@ -32,12 +32,15 @@ class Classifier(_Classifier):
     """A session-aware classifier of sendmail log lines.
 
     Classifier(mode="{mode}", *, max_sessions={max_sessions}, session_idle={session_idle},
-               max_trusted={max_trusted}, trust_seconds={trust_seconds}, ref_time=None,
-               programs=None, regex_only=False)
+               max_trusted={max_trusted}, trust_seconds={trust_seconds},
+               tls_grace={tls_grace}, ref_time=None, programs=None, regex_only=False)
 
     mode          "normal" counts ban classes only; "aggressive" also counts
                   suspects, except for addresses that delivered accepted mail
                   (or authenticated) within trust_seconds.
+    tls_grace     seconds for which a peer that fell back from a failed
+                  STARTTLS (tls-fallback) is excused its disconnects, rate
+                  limits and DNS failures (0: never).
     max_sessions  bound of the session table (least recently used evicted).
     session_idle  seconds of log time after which a session is forgotten.
     ref_time      epoch used to infer the year of RFC 3164 dates (default:

@@ -4,8 +4,9 @@ Replays sendmail logs (plain or gzip, in the order given) through smban's
 classifier and fail2ban's counting (maxretry failures within findtime, per
 IP), and reports: the addresses smban would ban and what did it; those it
 would spare and why; every peer whose STARTTLS failed, with the reasons and
-whether it then delivered; and, with --compare, what fail2ban's own filters
-would do on the same lines.
+whether it then delivered; the server's own failures that sendmail
+blamed on clients; and, with --compare, what fail2ban's own filters would
+do on the same lines.
 
 The whole report is built before anything is written, so an error (a file
 that cannot be read, a filter that cannot be loaded) leaves no half report.
@@ -32,8 +33,12 @@ REASONS = (
     ("below-threshold", "its failures never reached maxretry within findtime"),
     ("tls-fallback", "disconnected after a failed STARTTLS: an RFC 3207 sender "
                      "retries without TLS"),
+    ("tls-grace", "disconnects, rate limits or DNS failures soon after an RFC 3207 "
+                  "fallback (--tls-grace): an MTA retrying in clear text"),
     ("trusted", "suspect lines of an address that delivered accepted mail or "
                 "authenticated: never counted"),
+    ("server-tempfail", "the server's own temporary failure (a broken access map, a "
+                        "DNSBL lookup failing): never counted, fix the server"),
     ("auth-server-error", "AUTH failed with a server-side code (-1 -2 -8 -24): "
                           "an auth-server outage, not a password guess"),
     ("suspect", "suspect lines: counted only with --mode aggressive"),
@@ -45,8 +50,10 @@ _RANK = {name: i for i, (name, _) in enumerate(REASONS)}
 # What the classifier's reason for a line that did not count (Event.reason)
 # says of its client; a benign line says it by its class when one of these.
 _UNCOUNTED = {"trusted": "trusted", "already-counted": "once-per-session",
-              "suspect-normal-mode": "suspect", "tls-fallback": "tls-fallback"}
-_BENIGN = {"tls-failure": "tls-failure", "auth-server-error": "auth-server-error"}
+              "suspect-normal-mode": "suspect", "tls-fallback": "tls-fallback",
+              "tls-grace": "tls-grace"}
+_BENIGN = {"tls-failure": "tls-failure", "auth-server-error": "auth-server-error",
+           "server-tempfail": "server-tempfail"}
 
 
 def register(sub):
@@ -59,6 +66,11 @@ def register(sub):
                    help="failures that ban (default: %d, as fail2ban)" % MAXRETRY)
     p.add_argument("--findtime", type=float, default=FINDTIME, metavar="S",
                    help="within this many seconds (default: %d, as fail2ban)" % FINDTIME)
+    p.add_argument("--tls-grace", type=float, default=smban.DEFAULTS["tls_grace"],
+                   metavar="S",
+                   help="seconds for which a peer that fell back from a failed STARTTLS "
+                        "is excused its disconnects, rate limits and DNS failures, as "
+                        "smban-engine's tls_grace (default: %(default)g; 0: never)")
     p.add_argument("--compare", action="append", default=[], metavar="FILTER",
                    help="also run this fail2ban filter over the same lines through "
                         "fail2ban's own Filter: a name such as "
@@ -149,7 +161,7 @@ class Client:
     __slots__ = ("ip", "host", "classes", "failures", "fail_classes", "first_fail",
                  "last_fail", "first", "last", "delivered", "authenticated",
                  "uncounted", "tls", "tls_first", "tls_last",
-                 "tls_host", "fallbacks", "delivered_after", "clear_after")
+                 "tls_host", "fallbacks", "graced", "delivered_after", "clear_after")
 
     def __init__(self, ip):
         self.ip = ip
@@ -166,6 +178,7 @@ class Client:
         self.tls_first = self.tls_last = None
         self.tls_host = None
         self.fallbacks = 0
+        self.graced = 0            # suspect lines the TLS grace spared
         self.delivered_after = 0   # accepted envelopes after its first TLS failure
         self.clear_after = 0       # ... of which in a session without TLS
 
@@ -173,9 +186,12 @@ class Client:
 class Audit:
     """smban's classifier and fail2ban's counting over a stream of buffers."""
 
-    def __init__(self, mode, maxretry, findtime):
+    def __init__(self, mode, maxretry, findtime, tls_grace=None):
         self.mode = mode
-        self.classifier = smban.Classifier(mode)
+        if tls_grace is None:
+            tls_grace = smban.DEFAULTS["tls_grace"]
+        self.classifier = smban.Classifier(mode, tls_grace=tls_grace)
+        self.server = {}           # server-tempfail reject text -> lines
         self.counter = BanCounter(maxretry, findtime)
         self.clients = {}
         self.classes = {}
@@ -209,6 +225,9 @@ class Audit:
                 t = last_t
             else:
                 last_t = t
+            if name == "server-tempfail":
+                why = ev.detail or "-"
+                self.server[why] = self.server.get(why, 0) + 1
             if ip is None:
                 if name == "tls-failure":
                     self.tls_unattributed += 1
@@ -253,6 +272,8 @@ class Audit:
                 why = _UNCOUNTED.get(ev.reason) or _BENIGN.get(name, "benign")
                 u = c.uncounted
                 u[why] = u.get(why, 0) + 1
+                if why == "tls-grace":
+                    c.graced += 1
             if name == "tls-failure":
                 if c.tls is None:
                     c.tls = {}
@@ -307,6 +328,7 @@ class Audit:
             out.append({"ip": ip, "host": c.tls_host,
                         "reasons": dict(sorted(c.tls.items(), key=_by_count)),
                         "failures": sum(c.tls.values()), "fallbacks": c.fallbacks,
+                        "graced": c.graced,
                         "delivered_after": c.delivered_after,
                         "clear_text": c.clear_after,
                         "banned": ip in self.counter.banned,
@@ -446,6 +468,8 @@ def run(args):
         raise UsageError("--maxretry must be at least 1")
     if not args.findtime > 0:
         raise UsageError("--findtime must be more than 0 seconds")
+    if not args.tls_grace >= 0:
+        raise UsageError("--tls-grace must be 0 (never) or more seconds")
     if args.rows < 0:
         raise UsageError("--rows must be 0 (all) or more")
     try:
@@ -472,7 +496,7 @@ def run(args):
 def audit(args, filters, progress):
     """The report as a dict (the --json object)."""
     t0 = time.perf_counter()
-    a = Audit(args.mode, args.maxretry, args.findtime)
+    a = Audit(args.mode, args.maxretry, args.findtime, args.tls_grace)
     progress.show(0, "smban audit", force=True)
     was = gc.isenabled()
     gc.disable()      # a buffer's events are many small objects, none cyclic
@@ -494,6 +518,7 @@ def audit(args, filters, progress):
     report = {
         "files": list(args.files),
         "mode": args.mode, "maxretry": args.maxretry, "findtime": args.findtime,
+        "tls_grace": args.tls_grace,
         "lines": a.lines,
         "seconds": None,
         "not_utf8": st["not_utf8"],
@@ -504,6 +529,8 @@ def audit(args, filters, progress):
         "spared": a.spared(),
         "tls": a.tls(),
         "tls_unattributed": a.tls_unattributed,
+        "server_problems": [{"reject": k, "lines": v}
+                            for k, v in sorted(a.server.items(), key=_by_count)],
         "compare": {},
         "compare_seconds": {},
         "warnings": order_warnings(span),
@@ -626,9 +653,13 @@ def render(r, limit=0):
             if t["delivered_after"]:
                 after += " (%d in clear text)" % t["clear_text"]
             rows.append((t["ip"], _short(t["host"]), t["failures"], _counts(t["reasons"]),
-                         t["fallbacks"], after, "BANNED" if t["banned"] else "spared"))
-        w.append(table(("client", "host", "failures", "reasons", "fallbacks",
-                        "delivered after", "smban"), rows, right=(2, 4), limit=limit))
+                         t["fallbacks"], t["graced"], after,
+                         "BANNED" if t["banned"] else "spared"))
+        w.append(table(("client", "host", "failures", "reasons", "fallbacks", "graced",
+                        "delivered after", "smban"), rows, right=(2, 4, 5), limit=limit))
+        if any(t["graced"] for t in r["tls"]):
+            w.append("  graced: disconnects, rate limits and DNS failures within %g s of a\n"
+                     "  fallback, not counted (--tls-grace).\n" % r["tls_grace"])
         if any(t["clear_text"] for t in r["tls"]):
             w.append("  A peer whose handshake fails and which then delivers in clear text is a\n"
                      "  legitimate MTA with an old TLS stack (RFC 3207 fallback): never ban it.\n")
@@ -637,6 +668,18 @@ def render(r, limit=0):
     if r["tls_unattributed"]:
         w.append("  (%d STARTTLS failure%s without a client address)\n"
                  % (r["tls_unattributed"], _s(r["tls_unattributed"])))
+
+    if r["server_problems"]:
+        n = sum(p["lines"] for p in r["server_problems"])
+        w.append("\nServer problems (%d line%s): temporary failures of this server that\n"
+                 "sendmail reported against its clients; never counted, but mail is "
+                 "refused\n" % (n, _s(n)))
+        w.append(table(("lines", "reject"), [(p["lines"], p["reject"])
+                                             for p in r["server_problems"]],
+                       right=(0,), limit=limit))
+        w.append("  4.3.0 Temporary system failure: an access map (or another map) sendmail\n"
+                 "  cannot read -- rebuild it with makemap; a DNSBL lookup failure: check\n"
+                 "  the resolver.\n")
 
     if r["compare"]:
         w.append("\nfail2ban's own filters on the same lines, with the same counting\n")

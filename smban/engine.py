@@ -95,7 +95,7 @@ class Engine:
 
     Engine(flt, mode=MODES[0], **classifier_options): nothing is changed
     until attach().  The classifier options are smban.Classifier's
-    (max_sessions, session_idle, max_trusted, trust_seconds).
+    (max_sessions, session_idle, max_trusted, trust_seconds, tls_grace).
     """
 
     def __init__(self, flt, mode=MODES[0], **classifier_options):
