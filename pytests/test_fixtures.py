@@ -114,3 +114,32 @@ def test_twin_holds_ban_rules_only_and_all_of_them():
     text = export_filter()
     for banned_never in ("did not issue", "STARTTLS", "lost input", "timeout waiting"):
         assert banned_never not in text.split("[Definition]")[1].split("ignoreregex")[0]
+
+
+def test_public_fixture_names_a_source_and_a_reason_for_every_line():
+    """fixtures/public.log: real lines from public sources, at least 100,
+    each under the '# source:' it was published in, each with a verdict and
+    its reason in words; a line changed from the published text says how."""
+    path = os.path.join(os.path.dirname(fixture_files()[0]), "public.log")
+    source = repaired = None
+    lines = 0
+    bad = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.rstrip("\n")
+            if line.startswith("# source: "):
+                source = line
+            elif line.startswith("# repaired: "):
+                repaired = line
+            elif line.strip() and not line.startswith("#"):
+                lines += 1
+                if source is None:
+                    bad.append("%d: no source above it" % lineno)
+                repaired = None
+    samples = read_samples(path)
+    for s in samples:
+        if not s.spec or "smban" not in s.spec or not s.spec.get("why"):
+            bad.append("%s: no verdict with a reason" % s.id)
+    assert lines == len(samples) and lines >= 100
+    assert not bad, "\n".join(bad)
+    assert repaired is None
