@@ -28,6 +28,12 @@ Options (strings, as fail2ban passes them):
     trust_seconds  how long a delivery keeps an address trusted
     tls_grace      how long a peer that fell back from a failed STARTTLS
                    is excused its disconnects, rate limits and DNS failures
+    ban, suspect, ignore
+                   the operator's policy: class names (comma- or
+                   space-separated) moved to ban, to suspect, or never
+                   counted; only ban and suspect classes move.  A name that
+                   is no class, or a class benign by nature, is an error at
+                   start.  (python3 -c 'import smban; print(smban.CLASSES)')
                    (the defaults: python3 -c 'import smban; print(smban.DEFAULTS)')
 
 `fail2ban-client reload` keeps it attached (reload and clearAllParams are
@@ -63,9 +69,11 @@ else:
     IMPORT_ERROR = None
 
 _DEFAULTS = {"mode": "", "max_sessions": "", "session_idle": "",
-             "max_trusted": "", "trust_seconds": "", "tls_grace": ""}
+             "max_trusted": "", "trust_seconds": "", "tls_grace": "",
+             "ban": "", "suspect": "", "ignore": ""}
 _TYPES = {"max_sessions": int, "session_idle": float, "max_trusted": int,
-          "trust_seconds": float, "tls_grace": float}
+          "trust_seconds": float, "tls_grace": float, "ban": str, "suspect": str,
+          "ignore": str}
 
 
 def _parse(opts, warn):
@@ -88,6 +96,12 @@ def _parse(opts, warn):
     return mode, classifier
 
 
+def _policy_text(options):
+    """The policy options given, as jail.local spells them ("" for none)."""
+    return ", ".join('%s="%s"' % (k, options[k]) for k in ("ban", "suspect", "ignore")
+                     if options.get(k))
+
+
 class SmbanEngine(ActionBase):
     """fail2ban action: smban's classifier replaces the jail's regexes."""
 
@@ -101,15 +115,17 @@ class SmbanEngine(ActionBase):
     def _attach(self, verb):
         why = self._engine.attach()
         name = getattr(self._jail, "name", "?")
+        policy = _policy_text(self._engine.options)
         if why is None:
             self._logSys.notice(
                 "[%s] smban-engine %s: smban's C classifier processes the jail's "
-                "lines (mode=%s, fail2ban %s)", name, verb, self._engine.mode,
-                FAIL2BAN_VERSION)
+                "lines (mode=%s%s, fail2ban %s)", name, verb, self._engine.mode,
+                "; " + policy if policy else "", FAIL2BAN_VERSION)
         else:
             self._logSys.warning(
-                "[%s] smban-engine stands down, the regex filter stays in charge: %s",
-                name, why)
+                "[%s] smban-engine stands down, the regex filter stays in charge: %s%s",
+                name, why, "; the regex filter does not apply the policy " + policy
+                if policy else "")
 
     # the engine bans nothing itself; the jail's other actions do
     def start(self):

@@ -96,6 +96,14 @@ const char *smban_class_name(int cls)
     return cls >= 0 && cls < SMBAN_NCLASSES ? classes[cls].name : NULL;
 }
 
+int smban_class_by_name(const char *name, size_t n)
+{
+    for (int i = 0; i < SMBAN_NCLASSES; i++)
+        if (strlen(classes[i].name) == n && memcmp(classes[i].name, name, n) == 0)
+            return i;
+    return -1;
+}
+
 int smban_class_kind(int cls)
 {
     return cls >= 0 && cls < SMBAN_NCLASSES ? classes[cls].kind : -1;
@@ -220,6 +228,8 @@ struct smban_classifier {
     smban_table *sessions;
     smban_table *trusted;
     smban_table *graced;        /* peers that fell back from STARTTLS (rule 6) */
+    uint8_t kind[SMBAN_NCLASSES];     /* each class's kind under the policy */
+    uint8_t ignored[SMBAN_NCLASSES];  /* never counted by the policy */
     double now;             /* the latest log time seen */
     char last_hp[128];      /* host and program of the last session key */
     size_t last_host_len, last_prog_len;
@@ -616,6 +626,58 @@ static int set_programs(smban_classifier *c, const char *list,
     return 0;
 }
 
+/* One list of the policy: each class named moves to kind (SMBAN_BAN,
+ * SMBAN_SUSPECT; SMBAN_BENIGN for ignore).  A name that is no class, a
+ * class whose nature is benign or info, or one named twice, is an error. */
+static int set_policy(smban_classifier *c, const char *list, int kind, const char *opt,
+                      uint8_t named[SMBAN_NCLASSES], char err[SMBAN_ERR_LEN])
+{
+    for (const char *p = list ? list : ""; *p;) {
+        while (*p == ',' || *p == ' ' || *p == '\t')
+            p++;
+        size_t n = strcspn(p, ", \t");
+        if (!n)
+            break;
+        int cls = smban_class_by_name(p, n);
+        if (cls < 0) {
+            snprintf(err, SMBAN_ERR_LEN, "%s: '%.*s' is not a class (python3 -c 'import "
+                     "smban; print(smban.CLASSES)' lists them)", opt, (int)(n > 64 ? 64 : n), p);
+            return SMBAN_EINVAL;
+        }
+        int nature = classes[cls].kind;
+        if (nature != SMBAN_BAN && nature != SMBAN_SUSPECT) {
+            snprintf(err, SMBAN_ERR_LEN, "%s: '%s' is %s by nature and never counts: "
+                     "only ban and suspect classes can move", opt, classes[cls].name,
+                     kind_names[nature]);
+            return SMBAN_EINVAL;
+        }
+        if (named[cls]) {
+            snprintf(err, SMBAN_ERR_LEN, "%s: '%s' is named twice in the policy", opt,
+                     classes[cls].name);
+            return SMBAN_EINVAL;
+        }
+        named[cls] = 1;
+        c->kind[cls] = (uint8_t)kind;
+        c->ignored[cls] = opt[0] == 'i';
+        p += n;
+    }
+    return 0;
+}
+
+static int set_policies(smban_classifier *c, const smban_options *o,
+                        char err[SMBAN_ERR_LEN])
+{
+    uint8_t named[SMBAN_NCLASSES] = {0};
+    int rc;
+    for (int i = 0; i < SMBAN_NCLASSES; i++)
+        c->kind[i] = (uint8_t)classes[i].kind;
+    if ((rc = set_policy(c, o->ban, SMBAN_BAN, "ban", named, err)) < 0
+        || (rc = set_policy(c, o->suspect, SMBAN_SUSPECT, "suspect", named, err)) < 0
+        || (rc = set_policy(c, o->ignore, SMBAN_BENIGN, "ignore", named, err)) < 0)
+        return rc;
+    return 0;
+}
+
 int smban_classifier_new(const smban_options *o, smban_classifier **out,
                          char err[SMBAN_ERR_LEN])
 {
@@ -643,6 +705,9 @@ int smban_classifier_new(const smban_options *o, smban_classifier **out,
     if ((rc = set_programs(c, o->programs, err)) < 0)
         goto fail;
     c->opt.programs = c->programs;
+    if ((rc = set_policies(c, o, err)) < 0)
+        goto fail;
+    c->opt.ban = c->opt.suspect = c->opt.ignore = NULL;     /* borrowed: not kept */
     if ((rc = smban_table_new(o->max_sessions, o->session_idle, &c->sessions, err)) < 0)
         goto fail;
     if ((rc = smban_table_new(o->max_trusted ? o->max_trusted : 1, o->trust_seconds,
@@ -1192,7 +1257,8 @@ static int own_verdict(smban_classifier *c, smban_session *s, smban_event *ev)
         }
     }
     if (ev->kind == SMBAN_BENIGN || ev->kind == SMBAN_INFO) {
-        ev->reason = ev->kind == SMBAN_BENIGN ? SMBAN_R_BENIGN : SMBAN_R_INFO;
+        ev->reason = c->ignored[ev->cls] ? SMBAN_R_IGNORED
+                     : ev->kind == SMBAN_BENIGN ? SMBAN_R_BENIGN : SMBAN_R_INFO;
         return 0;
     }
     if (ev->kind == SMBAN_SUSPECT && trusted(c, ev))
@@ -1250,7 +1316,7 @@ static int resolve_pending(smban_classifier *c, smban_session *s, int fails,
     if (extra && !fails) {
         ev->via = ev->cls;
         ev->cls = s->pending_cls;
-        ev->kind = smban_class_kind(ev->cls);
+        ev->kind = c->kind[ev->cls];
         ev->reason = SMBAN_R_RESOLVED;
     }
     c->cnt.resolved += (uint64_t)(s->pending_ban + s->pending_suspect);
@@ -1416,7 +1482,7 @@ static int classify_line(smban_classifier *c, const char *line, size_t len,
     /* the client delivered mail: an envelope of accepted recipients, read
      * from fields sendmail wrote whole (the session rules trust it) */
     ev->delivered = r->cls == SMBAN_C_ENVELOPE && span_long(ev->detail) > 0;
-    ev->kind = smban_class_kind(ev->cls);
+    ev->kind = c->kind[ev->cls];
     if (smban_class_has_client(ev->cls)) {
         apply_session(c, &f, &qid, connection_opens(ev, s, n), ev);
     } else {

@@ -143,12 +143,34 @@ static int check_idle(ClassifierObject *self)
     return 0;
 }
 
+/* A list option (programs, ban, suspect, ignore): None leaves *out alone;
+ * a str, or an iterable of str joined with commas, is kept in *keep (a new
+ * reference the caller releases) and *out points into it.  -1 on error. */
+static int list_option(PyObject *v, PyObject **keep, const char **out)
+{
+    if (v == Py_None)
+        return 0;
+    if (PyUnicode_Check(v)) {
+        *keep = Py_NewRef(v);
+    } else {
+        PyObject *sep = PyUnicode_FromString(",");
+        if (!sep)
+            return -1;
+        *keep = PyUnicode_Join(sep, v);
+        Py_DECREF(sep);
+        if (!*keep)
+            return -1;
+    }
+    *out = PyUnicode_AsUTF8(*keep);
+    return *out ? 0 : -1;
+}
+
 static PyObject *
 Classifier_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"mode", "max_sessions", "session_idle",
                              "max_trusted", "trust_seconds", "tls_grace", "ref_time",
-                             "programs", "regex_only", NULL};
+                             "programs", "regex_only", "ban", "suspect", "ignore", NULL};
     const char *mode = mode_names[0];
     smban_options opt;
     smban_options_default(&opt);
@@ -156,15 +178,17 @@ Classifier_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     Py_ssize_t max_trusted = (Py_ssize_t)opt.max_trusted;
     double session_idle = opt.session_idle, trust_seconds = opt.trust_seconds;
     double tls_grace = opt.tls_grace;
-    PyObject *ref_time = Py_None, *programs = Py_None, *joined = NULL;
+    PyObject *ref_time = Py_None, *programs = Py_None;
+    PyObject *ban = Py_None, *suspect = Py_None, *ignore = Py_None;
+    PyObject *keep[4] = {NULL, NULL, NULL, NULL};
     int regex_only = 0;
     char err[SMBAN_ERR_LEN] = "";
     ClassifierObject *self = NULL;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|s$ndnddOOp:Classifier", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|s$ndnddOOpOOO:Classifier", kwlist,
                                      &mode, &max_sessions, &session_idle,
                                      &max_trusted, &trust_seconds, &tls_grace, &ref_time,
-                                     &programs, &regex_only))
+                                     &programs, &regex_only, &ban, &suspect, &ignore))
         return NULL;
     opt.regex_only = regex_only;
     if (strcmp(mode, mode_names[0]) == 0)
@@ -192,22 +216,11 @@ Classifier_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         if (opt.ref_time == -1 && PyErr_Occurred())
             return NULL;
     }
-    if (programs != Py_None) {
-        if (PyUnicode_Check(programs)) {
-            joined = Py_NewRef(programs);
-        } else {
-            PyObject *sep = PyUnicode_FromString(",");
-            if (!sep)
-                return NULL;
-            joined = PyUnicode_Join(sep, programs);
-            Py_DECREF(sep);
-            if (!joined)
-                return NULL;
-        }
-        opt.programs = PyUnicode_AsUTF8(joined);
-        if (!opt.programs)
-            goto error;
-    }
+    if (list_option(programs, &keep[0], &opt.programs) < 0
+        || list_option(ban, &keep[1], &opt.ban) < 0
+        || list_option(suspect, &keep[2], &opt.suspect) < 0
+        || list_option(ignore, &keep[3], &opt.ignore) < 0)
+        goto error;
     self = (ClassifierObject *)type->tp_alloc(type, 0);
     if (!self)
         goto error;
@@ -220,10 +233,12 @@ Classifier_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         raise_core(rc, err, 0);
         goto error;
     }
-    Py_XDECREF(joined);
+    for (int i = 0; i < 4; i++)
+        Py_XDECREF(keep[i]);
     return (PyObject *)self;
 error:
-    Py_XDECREF(joined);
+    for (int i = 0; i < 4; i++)
+        Py_XDECREF(keep[i]);
     Py_XDECREF(self);
     return NULL;
 }
@@ -635,7 +650,7 @@ static PyGetSetDef Classifier_getset[] = {
 static PyType_Slot Classifier_slots[] = {
     {Py_tp_doc, "Classifier(mode='normal', *, max_sessions, session_idle, max_trusted,\n"
                 "           trust_seconds, tls_grace, ref_time=None, programs=None,\n"
-                "           regex_only=False)\n\n"
+                "           regex_only=False, ban=None, suspect=None, ignore=None)\n\n"
                 "A session-aware classifier of sendmail log lines; the options\n"
                 "default to DEFAULTS."},
     {Py_tp_new, Classifier_new},

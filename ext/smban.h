@@ -74,6 +74,7 @@ extern const size_t smban_nmacros;
 const char *smban_kind_name(int kind);
 const char *smban_class_name(int cls);
 int smban_class_kind(int cls);
+int smban_class_by_name(const char *name, size_t n);
 int smban_class_has_client(int cls);
 const char *smban_class_why(int cls);
 const char *smban_reason_name(int reason);
@@ -190,6 +191,10 @@ typedef struct {
     double tls_grace;        /* how long an RFC 3207 fallback excuses a peer */
     double ref_time;         /* year inference; 0: the wall clock */
     const char *programs;    /* comma-separated syslog tags; NULL: default */
+    /* the operator's policy: class names (comma- or space-separated; NULL
+     * or "": none) moved to ban, to suspect, or never counted; only ban
+     * and suspect classes move */
+    const char *ban, *suspect, *ignore;
     int regex_only;          /* tests: no hand-written parser, patterns only */
 } smban_options;
 

@@ -242,7 +242,7 @@ def test_names_and_defaults_come_from_the_core():
     assert smban.CLASSES == tuple(name for name, _kind, _why in smban.classes())
     assert smban.REASONS == tuple(name for name, _why in smban.reasons())
     assert {"counted", "resolved", "pending", "no-client", "trusted", "suspect-normal-mode",
-            "already-counted", "tls-fallback", "tls-grace", "benign", "info"} == set(smban.REASONS)
+            "already-counted", "tls-fallback", "tls-grace", "ignored", "benign", "info"} == set(smban.REASONS)
     assert smban.DEFAULTS == {"mode": "normal", "max_sessions": 100000, "session_idle": 3600.0,
                               "max_trusted": 100000, "trust_seconds": 86400.0,
                               "tls_grace": 3600.0, "programs": "sendmail,sm-mta,sm-acceptingconnections"}

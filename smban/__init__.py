@@ -33,11 +33,17 @@ class Classifier(_Classifier):
 
     Classifier(mode="{mode}", *, max_sessions={max_sessions}, session_idle={session_idle},
                max_trusted={max_trusted}, trust_seconds={trust_seconds},
-               tls_grace={tls_grace}, ref_time=None, programs=None, regex_only=False)
+               tls_grace={tls_grace}, ref_time=None, programs=None, regex_only=False,
+               ban=None, suspect=None, ignore=None)
 
     mode          "normal" counts ban classes only; "aggressive" also counts
                   suspects, except for addresses that delivered accepted mail
                   (or authenticated) within trust_seconds.
+    ban, suspect, ignore
+                  the operator's policy: class names (a str, comma- or
+                  space-separated, or an iterable) moved to ban, to suspect,
+                  or never counted (reason "ignored"); only ban and suspect
+                  classes move; anything else is a ValueError.
     tls_grace     seconds for which a peer that fell back from a failed
                   STARTTLS (tls-fallback) is excused its disconnects, rate
                   limits and DNS failures (0: never).

@@ -31,6 +31,7 @@ PROGRESS_MIN = 16 << 20
 # is its "reason".
 REASONS = (
     ("below-threshold", "its failures never reached maxretry within findtime"),
+    ("ignored", "classes the policy never counts (--ignore, smban-engine's ignore=)"),
     ("tls-fallback", "disconnected after a failed STARTTLS: an RFC 3207 sender "
                      "retries without TLS"),
     ("tls-grace", "disconnects, rate limits or DNS failures soon after an RFC 3207 "
@@ -51,7 +52,7 @@ _RANK = {name: i for i, (name, _) in enumerate(REASONS)}
 # says of its client; a benign line says it by its class when one of these.
 _UNCOUNTED = {"trusted": "trusted", "already-counted": "once-per-session",
               "suspect-normal-mode": "suspect", "tls-fallback": "tls-fallback",
-              "tls-grace": "tls-grace"}
+              "tls-grace": "tls-grace", "ignored": "ignored"}
 _BENIGN = {"tls-failure": "tls-failure", "auth-server-error": "auth-server-error",
            "server-tempfail": "server-tempfail"}
 
@@ -71,6 +72,13 @@ def register(sub):
                    help="seconds for which a peer that fell back from a failed STARTTLS "
                         "is excused its disconnects, rate limits and DNS failures, as "
                         "smban-engine's tls_grace (default: %(default)g; 0: never)")
+    for opt, what in (("ban", "ban"), ("suspect", "count only in aggressive mode"),
+                      ("ignore", "never count")):
+        p.add_argument("--" + opt, action="append", default=[], metavar="CLASSES",
+                       help="a policy to preview: these classes (comma- or space-"
+                            "separated; repeatable) %s, as smban-engine's %s= option; "
+                            "the report shows what changes against the default policy"
+                            % (what, opt))
     p.add_argument("--compare", action="append", default=[], metavar="FILTER",
                    help="also run this fail2ban filter over the same lines through "
                         "fail2ban's own Filter: a name such as "
@@ -186,11 +194,11 @@ class Client:
 class Audit:
     """smban's classifier and fail2ban's counting over a stream of buffers."""
 
-    def __init__(self, mode, maxretry, findtime, tls_grace=None):
+    def __init__(self, mode, maxretry, findtime, tls_grace=None, policy=None):
         self.mode = mode
         if tls_grace is None:
             tls_grace = smban.DEFAULTS["tls_grace"]
-        self.classifier = smban.Classifier(mode, tls_grace=tls_grace)
+        self.classifier = smban.Classifier(mode, tls_grace=tls_grace, **(policy or {}))
         self.server = {}           # server-tempfail reject text -> lines
         self.counter = BanCounter(maxretry, findtime)
         self.clients = {}
@@ -470,6 +478,7 @@ def run(args):
         raise UsageError("--findtime must be more than 0 seconds")
     if not args.tls_grace >= 0:
         raise UsageError("--tls-grace must be 0 (never) or more seconds")
+    args.policy = policy_of(args)
     if args.rows < 0:
         raise UsageError("--rows must be 0 (all) or more")
     try:
@@ -496,7 +505,7 @@ def run(args):
 def audit(args, filters, progress):
     """The report as a dict (the --json object)."""
     t0 = time.perf_counter()
-    a = Audit(args.mode, args.maxretry, args.findtime, args.tls_grace)
+    a = Audit(args.mode, args.maxretry, args.findtime, args.tls_grace, args.policy)
     progress.show(0, "smban audit", force=True)
     was = gc.isenabled()
     gc.disable()      # a buffer's events are many small objects, none cyclic
@@ -519,6 +528,7 @@ def audit(args, filters, progress):
         "files": list(args.files),
         "mode": args.mode, "maxretry": args.maxretry, "findtime": args.findtime,
         "tls_grace": args.tls_grace,
+        "policy": args.policy,
         "lines": a.lines,
         "seconds": None,
         "not_utf8": st["not_utf8"],
@@ -535,6 +545,8 @@ def audit(args, filters, progress):
         "compare_seconds": {},
         "warnings": order_warnings(span),
     }
+    if args.policy:
+        report["policy_difference"] = policy_difference(args, a, progress)
     report["seconds"] = round(time.perf_counter() - t0, 3)
     for flt in filters:
         progress.show(0, "fail2ban " + flt.spec, force=True)
@@ -545,6 +557,42 @@ def audit(args, filters, progress):
         if errors:
             report.setdefault("compare_errors", {})[flt.spec] = errors
     return report
+
+
+def policy_of(args):
+    """{"ban": "a,b", ...} of the --ban/--suspect/--ignore given; checked
+    here by the classifier itself, so that a wrong name is an error before
+    any line is read."""
+    policy = {}
+    for opt in ("ban", "suspect", "ignore"):
+        names = [n for v in getattr(args, opt) for n in v.replace(",", " ").split()]
+        if names:
+            policy[opt] = ",".join(names)
+    try:
+        smban.Classifier(args.mode, **policy)
+    except ValueError as exc:
+        raise UsageError("--%s" % exc) from None
+    return policy
+
+
+def policy_difference(args, a, progress):
+    """The same logs under the default policy: who the given policy bans
+    that the default would not, and the other way round."""
+    base = Audit(args.mode, args.maxretry, args.findtime, args.tls_grace)
+    progress.show(0, "smban audit, default policy", force=True)
+    line = {}
+    for path, data in pieces(args.files, progress):
+        line[path] = line.get(path, 1) + base.feed(data, line.get(path, 1))
+    ours, theirs = set(a.counter.banned), set(base.counter.banned)
+    more = [{"ip": ip, "failures": a.clients[ip].failures,
+             "classes": dict(sorted(a.clients[ip].fail_classes.items(), key=_by_count))}
+            for ip in ours - theirs]
+    fewer = [{"ip": ip, "failures": base.clients[ip].failures,
+              "classes": dict(sorted(base.clients[ip].fail_classes.items(), key=_by_count))}
+             for ip in theirs - ours]
+    for lst in (more, fewer):
+        lst.sort(key=lambda d: (-d["failures"], d["ip"]))
+    return {"banned_only_with_policy": more, "banned_only_without": fewer}
 
 
 # ---- the human report -----------------------------------------------------
@@ -668,6 +716,20 @@ def render(r, limit=0):
     if r["tls_unattributed"]:
         w.append("  (%d STARTTLS failure%s without a client address)\n"
                  % (r["tls_unattributed"], _s(r["tls_unattributed"])))
+
+    if r.get("policy_difference") is not None:
+        d = r["policy_difference"]
+        w.append("\nThe policy %s against the default one\n"
+                 % ", ".join("%s=%s" % kv for kv in r["policy"].items()))
+        w.append("  bans %d more, %d fewer\n" % (len(d["banned_only_with_policy"]),
+                                                 len(d["banned_only_without"])))
+        for title, key in (("banned only with it", "banned_only_with_policy"),
+                           ("banned only without it", "banned_only_without")):
+            if d[key]:
+                w.append("  %s:\n" % title)
+                w.append(table(("client", "failures", "what did it"),
+                               [(x["ip"], x["failures"], _counts(x["classes"]))
+                                for x in d[key]], right=(1,), indent=4, limit=limit))
 
     if r["server_problems"]:
         n = sum(p["lines"] for p in r["server_problems"])

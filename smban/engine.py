@@ -65,7 +65,7 @@ def fail2ban_version():
     return version
 
 
-def class_index():
+def class_index(policy=None):
     """{class name: [indexes of its failregexes in the twin]}.
 
     A failure's index is its rule's failregex (see Engine._regex_index);
@@ -77,17 +77,23 @@ def class_index():
     they can cope with.
     """
     out = {}
-    for i, (name, _) in enumerate(twin_rules()):
+    for i, (name, _) in enumerate(twin_rules(policy)):
         out.setdefault(name, []).append(i)
     return out
 
 
-def expected_failregex(flt):
-    """The failregex list fail2ban holds for the generated twin, resolved the
-    way this filter resolves them (tags expanded with its usedns)."""
+def expected_failregex(flt, policy=None):
+    """The failregex list fail2ban holds for the generated twin (of the
+    policy), resolved the way this filter resolves them (tags expanded with
+    its usedns)."""
     from fail2ban.server.failregex import FailRegex
     return [FailRegex(r, prefRegex=flt.prefRegex, useDns=flt.getUseDns()).getRegex()
-            for _, r in twin_rules()]
+            for _, r in twin_rules(policy)]
+
+
+def policy_of(options):
+    """The policy part of the classifier options (ban, suspect, ignore)."""
+    return {k: options[k] for k in ("ban", "suspect", "ignore") if options.get(k)}
 
 
 class Engine:
@@ -95,7 +101,10 @@ class Engine:
 
     Engine(flt, mode=MODES[0], **classifier_options): nothing is changed
     until attach().  The classifier options are smban.Classifier's
-    (max_sessions, session_idle, max_trusted, trust_seconds, tls_grace).
+    (max_sessions, session_idle, max_trusted, trust_seconds, tls_grace, and
+    the policy: ban, suspect, ignore).  The jail's filter must be smban's
+    twin, as installed or as exported for the same policy
+    (python3 -m smban export-filter --ban ...).
     """
 
     def __init__(self, flt, mode=MODES[0], **classifier_options):
@@ -132,11 +141,23 @@ class Engine:
         flt = self.filter
         if flt is None or not callable(getattr(flt, "processLine", None)):
             return "the jail has no filter"
+        policy = policy_of(self.options)
         try:
             have = flt.getFailRegex()
             want = expected_failregex(flt)
+            if have != want and policy:
+                # the twin exported for the engine's own policy
+                mine = expected_failregex(flt, policy)
+                if have == mine:
+                    want = mine
+                else:
+                    policy = None
+            else:
+                policy = None
         except Exception as e:
             return "the jail's failregex cannot be compared with smban's (%s)" % e
+        self.index = class_index(policy)
+        self.by_rule = failregex_by_rule(policy)
         if have != want:
             if len(have) != len(want):
                 return ("the jail's filter is not smban's unmodified regex twin: %d "

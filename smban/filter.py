@@ -103,38 +103,78 @@ def twin_regex(pattern):
     return _NAMED.sub(lambda m: "(?P<user>" if m.group(1) == "user" else "(?:", text)
 
 
-def twin_rules():
-    """The rules of the twin, in table order: list of (name, fail2ban regex)."""
+def policy_kinds(policy=None):
+    """{class: kind} under a policy ({"ban": "a,b", "suspect": ..., "ignore":
+    ...}, as smban.Classifier takes it; a moved class "ignore" counts as
+    never).  A wrong name raises ValueError, as the classifier does."""
+    policy = {k: v for k, v in (policy or {}).items() if v}
+    _core.Classifier(**policy)          # the classifier's own checks and errors
+    kinds = {name: kind for name, kind, _why in _core.classes()}
+    for opt in ("ban", "suspect", "ignore"):
+        v = policy.get(opt) or ""
+        for name in (v if isinstance(v, str) else ",".join(v)).replace(",", " ").split():
+            kinds[name] = opt
+    return kinds
+
+
+def twin_rules(policy=None):
+    """The rules of the twin, in table order: list of (name, fail2ban regex).
+    Under a policy, a ban class moved to suspect or ignore leaves the twin;
+    a class moved to ban stays the engine's alone (engine_only says why)."""
+    kinds = policy_kinds(policy)
     result = []
     for r in _core.rules():
         if r["twin"]:
             if r["kind"] != "ban":
                 raise ValueError("rule %s of kind %s cannot be in the twin"
                                  % (r["name"], r["kind"]))
-            result.append((r["name"], twin_regex(r["twin_pattern"])))
+            if kinds[r["name"]] == "ban":
+                result.append((r["name"], twin_regex(r["twin_pattern"])))
     return result
 
 
-def failregex_by_rule():
+def engine_only(policy=None):
+    """The classes a policy moves to ban: the twin does not ban them.  A
+    line the C engine reads with a more specific rule first (a server's own
+    failure, an unknown user...) would match their patterns alone, and some
+    need the session rules; a regex filter cannot be made as safe."""
+    kinds = policy_kinds(policy)
+    return [name for name, kind, _why in _core.classes()
+            if kinds[name] == "ban" and kind != "ban"]
+
+
+def failregex_by_rule(policy=None):
     """For each rule of the table, by index (Event.rule): (its class, the
-    index of its failregex in the twin, or None for a rule of the C engine
-    only)."""
+    index of its failregex in the twin (of the policy), or None for a rule
+    the twin does not hold)."""
+    kinds = policy_kinds(policy)
     out, n = [], 0
     for r in _core.rules():
-        out.append((r["name"], n if r["twin"] else None))
-        n += bool(r["twin"])
+        held = bool(r["twin"]) and kinds[r["name"]] == "ban"
+        out.append((r["name"], n if held else None))
+        n += held
     return tuple(out)
 
 
-def export_filter():
-    """The text of filters/smban.conf."""
-    rules = twin_rules()
+def export_filter(policy=None):
+    """The text of filters/smban.conf; under a policy (see policy_kinds),
+    the twin of that policy."""
+    rules = twin_rules(policy)
     seen = []
     for name, _ in rules:
         if name not in seen:
             seen.append(name)
     why = {name: text for name, kind, text in _core.classes()}
     classes = "\n".join("#   %-20s %s" % (name, why[name]) for name in seen)
+    policy = {k: v for k, v in (policy or {}).items() if v}
+    if policy:
+        classes += ("\n#\n# Exported for the policy %s (smban-engine's options);"
+                    % ", ".join('%s="%s"' % (k, policy[k]) for k in ("ban", "suspect", "ignore")
+                                if k in policy))
+        only = engine_only(policy)
+        if only:
+            classes += ("\n# the classes it moves to ban are banned by smban-engine only: "
+                        + ", ".join(only))
     failregex = "\n            ".join(
         regex.replace("%", "%%") for _, regex in rules)
     # the classifier's default programs (tags: letters and '-', no regex syntax)
