@@ -1484,3 +1484,20 @@ def test_a_check_relay_reject_opens_a_connection(waiting, between, mode):
     assert last is not None and last.ip == "198.51.100.9", last
     assert last.failures == (1 if mode == "aggressive" else 0), \
         "a failure of the previous connection charged to the next: %r" % (last,)
+
+
+@pytest.mark.parametrize("bracket", ["[203.0.113.1]]", "[[203.0.113.1]", "[[203.0.113.1]]",
+                                     "[IPv6:2001:db8::1]]"])
+def test_a_doubled_bracket_is_no_client_address(twin1, bracket):
+    """fail2ban's <ADDR> takes optional brackets of its own, so the twin's
+    "[<ADDR>]" once read "[203.0.113.1]]" (a SASL detail of a sendmail
+    before 8.14.4 ending in text of the client's) as an address, where the
+    C engine reads no client field: both read none now.  The plain line is
+    the control."""
+    head = ("Nov 17 00:33:00 mx sm-mta[1000]: AUTH failure (LOGIN): authentication failure "
+            "(-13) SASL(-13): , relay=")
+    for text, want in ((head + bracket, None), (head + "[203.0.113.1]", "203.0.113.1")):
+        ev = smban.Classifier("normal", ref_time=REF_TIME).classify(text.encode())
+        c_ip = ev.ip if ev is not None and ev.failures else None
+        assert c_ip == want, text
+        assert [ip for ip, _ in f2b_failures(twin1, text)] == ([want] if want else []), text
