@@ -1501,3 +1501,21 @@ def test_a_doubled_bracket_is_no_client_address(twin1, bracket):
         c_ip = ev.ip if ev is not None and ev.failures else None
         assert c_ip == want, text
         assert [ip for ip, _ in f2b_failures(twin1, text)] == ([want] if want else []), text
+
+
+@pytest.mark.parametrize("where", ["helo=mx.example", "unknown=XYZZY", "from=<a@example.net>",
+                                   "to=<u@lab.example>"])
+def test_a_planted_reject_code_reads_as_nothing(where):
+    """A milter's line holds the client's text (a HELO name, an unknown
+    command, an address) before sendmail's ", reject=": a client that
+    plants ", reject=451 ..." in it must not turn the milter's 5xx into a
+    harmless 4xx.  A line with two ", reject=" reads as nothing; the plain
+    line (the control) is the milter's reject."""
+    env = (b"Nov 17 00:40:00 h sm-mta[7]: 4AH204F8Pf000007: from=<a@example.net>, size=10, "
+           b"class=0, nrcpts=1, proto=ESMTP, daemon=MTA, relay=[198.51.100.7]")
+    line = "Nov 17 00:40:01 h sm-mta[7]: 4AH204F8Pf000007: Milter: %s, reject=%s"
+    for planted, want in (("", "milter-reject"), (", reject=451 4.7.1 later", None)):
+        c = smban.Classifier("aggressive", ref_time=REF_TIME)
+        c.classify(env)
+        ev = c.classify((line % (where + planted, "550 5.7.1 Blocked")).encode())
+        assert (ev.name if ev else None) == want, planted
