@@ -108,7 +108,8 @@ def policy_kinds(policy=None):
     ...}, as smban.Classifier takes it; a moved class "ignore" counts as
     never).  A wrong name raises ValueError, as the classifier does."""
     policy = {k: v for k, v in (policy or {}).items() if v}
-    _core.Classifier(**policy)          # the classifier's own checks and errors
+    if policy:
+        _core.Classifier(**policy)      # the classifier's own checks and errors
     kinds = {name: kind for name, kind, _why in _core.classes()}
     for opt in ("ban", "suspect", "ignore"):
         v = policy.get(opt) or ""
