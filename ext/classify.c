@@ -14,7 +14,8 @@
  *        "lost input" line is tls-fallback (benign), never a suspect;
  *      - a line without an IP (AUTH failure before 8.14.4, a bare "User
  *        unknown", a client field cut by %.100s) takes the session's IP; with
- *        none yet it is pending, and counts when the session reveals its IP;
+ *        none yet it is pending, and counts when its transaction (the same
+ *        queue id) reveals its IP; without a queue id it counts for nobody;
  *      - an IP that delivered accepted mail (or authenticated) recently is
  *        trusted: its suspect lines never count, even in aggressive mode;
  *      - a peer that fell back from a failed STARTTLS is excused its
@@ -1371,12 +1372,19 @@ static void apply_session(smban_classifier *c, const smban_frame *f,
         milter_takes_back(c, s, line_qid, ev);
     int fails = own_verdict(c, s, ev);
     if (fails && !ev->family) {
-        hold_pending(c, s, line_qid, ev);
+        /* a line without a queue id has no transaction that a later line
+         * could show to be its own: the next line of its pid, whatever it
+         * shows, may be the next client's (a recycled pid), so a failure
+         * that names no client there counts for nobody */
+        if (line_qid)
+            hold_pending(c, s, line_qid, ev);
+        else
+            ev->reason = SMBAN_R_NO_CLIENT;
         fails = 0;
     }
-    /* only a line of their own transaction (the same queue id, or none for
-     * both) tells whose the pending failures are */
-    if (s && ip_from_line && s->pending_qid == line_qid)
+    /* only a line of their own transaction (the same queue id) tells
+     * whose the pending failures are */
+    if (s && ip_from_line && line_qid && s->pending_qid == line_qid)
         fails += resolve_pending(c, s, fails, ev);
     ev->failures = fails;
 

@@ -1339,6 +1339,41 @@ def test_pending_failures_never_reach_the_next_client_of_a_pid(opener, k, v6, mo
     assert total <= 2, total
 
 
+#: a failure whose client field %.100s cut, on a line without a queue id
+NOQID_CUT = {
+    "pipelining": "unauthorized PIPELINING, sleeping, relay=" + ("a" * 100 + ".example [203.0.113.7]")[:100],
+    "auth": "AUTH failure (LOGIN): authentication failure (-13) SASL(-13): checkpass failed, user=root, "
+            "relay=" + ("a" * 100 + ".example [203.0.113.7]")[:100],
+}
+#: the next connection on the recycled pid: a line without a queue id that
+#: shows its own address and counts a failure in aggressive mode
+NOQID_NEXT = {
+    "pipelining": "unauthorized PIPELINING, sleeping, relay=b.example [198.51.100.7]",
+    "tls-client": "ruleset=tls_client, arg1=SOFTWARE, relay=b.example [198.51.100.7], "
+                  "reject=403 4.7.0 TLS handshake failed.",
+    "check-vrfy": "ruleset=check_vrfy, arg1=root, relay=b.example [198.51.100.7], "
+                  "reject=550 5.7.1 root... Access denied",
+}
+
+
+@pytest.mark.parametrize("first", sorted(NOQID_CUT))
+@pytest.mark.parametrize("second", sorted(NOQID_NEXT))
+def test_a_failure_without_queue_id_never_waits(first, second):
+    """A failure on a line without a queue id that names no client has no
+    transaction to wait in: the pid's next line without a queue id may be
+    the next connection's (a recycled pid, nothing logged in between), so
+    the failure counts for nobody instead of being charged to that client."""
+    c = smban.Classifier("aggressive", ref_time=REF_TIME)
+    head = "Nov 17 00:33:%02d mx sm-mta[4242]: "
+    a = c.classify(head % 1 + NOQID_CUT[first])
+    assert a is not None and a.ip is None and a.reason == "no-client" and a.failures == 0, a
+    b = c.classify(head % 2 + NOQID_NEXT[second])
+    assert b is not None and b.ip == "198.51.100.7", b
+    assert b.failures <= 1 and b.via is None and b.reason != "resolved", \
+        "the previous connection's failure charged to the next: %r" % (b,)
+    assert c.stats()["pending"] == 0
+
+
 #: connections that log no "did not issue" line (sendmail suppresses it
 #: after a check_relay or milter connect reject) and no queue id: their
 #: address stays in the session when they end
@@ -1450,14 +1485,18 @@ def test_text_that_opens_a_message_is_no_client_field(twin1, rule, opening):
     assert DECOY4 not in twin_ips, "the twin blames the planted client field: %r" % line
 
 
-# a failure waiting for its address, on lines without a queue id; then the
-# pid's next connection opens with a check_relay reject, straight away or
-# after a delivery of another queue id
+# a failure that names no client (its client field cut by %.100s), with
+# the queue id of its transaction (it waits for the transaction to show its
+# address) or without one (it counts for nobody: no later line can be shown
+# to be its own); then the pid's next connection opens with a check_relay
+# reject, straight away or after a delivery of another queue id
+CUT = "relay=" + ("a" * 100 + ".example [203.0.113.184]")[:100]
 WAITING = {
-    "auth-relay-cut": "AUTH failure (LOGIN): authentication failure (-13) SASL(-13): checkpass failed, "
-                      "user=root, relay=" + ("a" * 100 + ".example [203.0.113.184]")[:100],
-    "pipelining-relay-cut": "unauthorized PIPELINING, sleeping, relay="
-                            + ("a" * 100 + ".example [203.0.113.184]")[:100],
+    "auth-relay-cut": ("4AH5XX5H004242: AUTH failure (LOGIN): authentication failure (-13) "
+                       "SASL(-13): checkpass failed, user=root, " + CUT, "pending"),
+    "noqid-auth-relay-cut": ("AUTH failure (LOGIN): authentication failure (-13) SASL(-13): "
+                             "checkpass failed, user=root, " + CUT, "no-client"),
+    "noqid-pipelining-relay-cut": ("unauthorized PIPELINING, sleeping, " + CUT, "no-client"),
 }
 BETWEEN = {
     "nothing": [],
@@ -1474,16 +1513,43 @@ def test_a_check_relay_reject_opens_a_connection(waiting, between, mode):
     before it, still waiting for an address, were another connection's and
     never count against the client it rejects."""
     c = smban.Classifier(mode, ref_time=REF_TIME)
-    texts = [WAITING[waiting]] + BETWEEN[between] + [
+    text, reason = WAITING[waiting]
+    texts = [text] + BETWEEN[between] + [
         "ruleset=check_relay, arg1=[198.51.100.9], arg2=198.51.100.9, relay=[198.51.100.9], "
         "reject=550 5.7.1 Access denied"]
     evs = [c.classify("Nov 18 11:05:%02d mx sm-mta[4242]: %s" % (i, t)) for i, t in enumerate(texts)]
     first, last = evs[0], evs[-1]
     # (a suspect in normal mode counts nowhere: it waits for nothing)
-    assert first is not None and first.reason in ("pending", "suspect-normal-mode"), first
+    assert first is not None and first.reason in (reason, "suspect-normal-mode"), first
     assert last is not None and last.ip == "198.51.100.9", last
     assert last.failures == (1 if mode == "aggressive" else 0), \
         "a failure of the previous connection charged to the next: %r" % (last,)
+
+
+@pytest.mark.parametrize("reject", ["550 5.7.1 Access denied", "421 4.3.2 Connection rate limit exceeded."])
+def test_a_check_relay_reject_ends_the_tls_mark_of_the_previous_connection(reject):
+    """A TLS failure marks its session until its connection ends (the
+    closing line, with the transaction's queue id, is the fallback).  A
+    check_relay reject opens the pid's next connection: the mark of the
+    previous one, which logged no closing line, must not make the new
+    client's own disconnect a tls-fallback.  The control: the connection's
+    own closing line is one."""
+    head = "Nov 18 11:05:%02d mx sm-mta[4242]: "
+    tls = ("STARTTLS=server, error: accept failed=-1, reason=no shared cipher, SSL_error=1, "
+           "errno=0, retry=-1, relay=mx.partner.example [192.0.2.50]")
+    c = smban.Classifier("aggressive", ref_time=REF_TIME)
+    c.classify(head % 0 + tls)
+    own = c.classify(head % 1 + "4AH5XX5H004242: mx.partner.example [192.0.2.50] did not issue "
+                     "MAIL/EXPN/VRFY/ETRN during connection to MTA")
+    assert own is not None and own.name == "tls-fallback", own
+    c = smban.Classifier("aggressive", ref_time=REF_TIME)
+    c.classify(head % 0 + tls)
+    c.classify(head % 1 + "ruleset=check_relay, arg1=[198.51.100.9], arg2=198.51.100.9, "
+               "relay=[198.51.100.9], reject=" + reject)
+    last = c.classify(head % 2 + "4AH5XX5I004242: lost input channel from [198.51.100.9] to MTA after ehlo")
+    assert last is not None and last.ip == "198.51.100.9", last
+    assert last.name == "lost-input" and last.failures == 1, \
+        "the previous connection's TLS failure spared the next client: %r" % (last,)
 
 
 @pytest.mark.parametrize("bracket", ["[203.0.113.1]]", "[[203.0.113.1]", "[[203.0.113.1]]",
