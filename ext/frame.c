@@ -68,12 +68,12 @@ void smban_clock_init(smban_clock *clk, double ref)
 {
     memset(clk, 0, sizeof *clk);
     clk->ref = ref;
-    clk->key = -1;
+    clk->key[0] = clk->key[1] = -1;
     clk->ref_year_hi = -1;   /* empty range: computed on first use */
 }
 
 /* Local time of y-m-d h:min:sec, mon 1-12.  mktime is slow (it may consult
- * the zone file), so the epoch of each local hour is cached. */
+ * the zone file), so the epochs of the last two local hours are cached. */
 static double local_time(smban_clock *clk, int y, int mon, int mday, int hour,
                          int min, double sec)
 {
@@ -81,23 +81,27 @@ static double local_time(smban_clock *clk, int y, int mon, int mday, int hour,
      * or forged stamp) is not cached: its key would overflow */
     int cached = y >= 0 && y <= 2147;
     int key = cached ? y * 1000000 + mon * 10000 + mday * 100 + hour : -1;
-    if (!cached || key != clk->key) {
-        struct tm tm;
-        memset(&tm, 0, sizeof tm);
-        tm.tm_year = y - 1900;
-        tm.tm_mon = mon - 1;
-        tm.tm_mday = mday;
-        tm.tm_hour = hour;
-        tm.tm_isdst = -1;
-        time_t t = mktime(&tm);
-        if (t == (time_t)-1)
-            return smban_utc(y, mon, mday, hour, min, sec);
-        if (!cached)
-            return (double)t + min * 60.0 + sec;
-        clk->key = key;
-        clk->base = (double)t;
-    }
-    return clk->base + min * 60.0 + sec;
+    if (cached && key == clk->key[0])
+        return clk->base[0] + min * 60.0 + sec;
+    if (cached && key == clk->key[1])
+        return clk->base[1] + min * 60.0 + sec;
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mon - 1;
+    tm.tm_mday = mday;
+    tm.tm_hour = hour;
+    tm.tm_isdst = -1;
+    time_t t = mktime(&tm);
+    if (t == (time_t)-1)
+        return smban_utc(y, mon, mday, hour, min, sec);
+    if (!cached)
+        return (double)t + min * 60.0 + sec;
+    unsigned v = clk->victim;
+    clk->victim = v ^ 1;
+    clk->key[v] = key;
+    clk->base[v] = (double)t;
+    return (double)t + min * 60.0 + sec;
 }
 
 /* The local year of the reference time (the wall clock when ref is 0). */

@@ -93,8 +93,12 @@ typedef struct {
     double ref;             /* reference time; 0: the wall clock */
     int ref_year;           /* local year of the reference time */
     double ref_year_lo, ref_year_hi; /* [lo, hi) range of ref_year's cache */
-    int key;                /* cached local hour: y*1000000+mon*10000+mday*100+hour */
-    double base;            /* epoch of key:00:00 local */
+    /* two cached local hours (key: y*1000000+mon*10000+mday*100+hour,
+     * base: its epoch at hh:00:00): a line of last year read this year
+     * converts each stamp in both years, and one entry would thrash */
+    int key[2];
+    double base[2];
+    unsigned victim;        /* the entry the next miss replaces */
     double wall;            /* the wall clock, when ref is 0 */
     unsigned calls;
 } smban_clock;

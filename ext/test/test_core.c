@@ -86,6 +86,15 @@ static void test_framing(void)
     const char *dec = "Dec 31 23:59:59 h sendmail[1]: b";
     CHECK(smban_frame_parse(dec, strlen(dec), &clk, &f) == 0
           && fabs(f.time - smban_utc(2024, 12, 31, 23, 59, 59)) < 1e-6);
+    /* the next line of that hour converts from the cache: both years of
+     * the stamp are kept (the one the reference implies, then the one
+     * before), so no further mktime; with one entry they would evict each
+     * other on every line */
+    const char *dec2 = "Dec 31 23:30:00 h sendmail[1]: b";
+    CHECK(smban_frame_parse(dec2, strlen(dec2), &clk, &f) == 0
+          && fabs(f.time - smban_utc(2024, 12, 31, 23, 30, 0)) < 1e-6);
+    int k25 = 2025 * 1000000 + 12 * 10000 + 31 * 100 + 23, k24 = k25 - 1000000;
+    CHECK((clk.key[0] == k25 && clk.key[1] == k24) || (clk.key[0] == k24 && clk.key[1] == k25));
     /* and a line of today stays in this year */
     const char *jan = "Jan  1 00:05:00 h sendmail[1]: b";
     CHECK(smban_frame_parse(jan, strlen(jan), &clk, &f) == 0
