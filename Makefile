@@ -13,6 +13,7 @@ SHELL := /bin/bash
 # Everything the project needs to build, test and benchmark, from Debian's archive.
 DEB_PKGS := build-essential pkg-config python3 python3-dev python3-setuptools \
             python3-pytest python3-hypothesis fail2ban libpcre2-dev libiptc-dev \
+            libnftables-dev nftables \
             iptables iproute2 gcc clang-14 libclang-rt-14-dev valgrind \
             python3-systemd systemd-journal-remote \
             debhelper dh-python python3-all-dev fakeroot lintian

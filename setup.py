@@ -1,6 +1,8 @@
-"""Build smban's C extensions: smban._core (the classifier, always) and
-smban._iptc (the iptables ban backend, only where libiptc is: without it
-smban classifies, and smban.iptables says what is missing).
+"""Build smban's C extensions: smban._core (the classifier, always),
+smban._iptc (the iptables ban backend, only where libiptc is) and
+smban._nft (the nftables ban backend, only where libnftables is): without
+a backend's library smban classifies, and its Python module says what is
+missing.
 
 Compiler and linker flags come from pkg-config; extra flags (sanitizers)
 from the SMBAN_CFLAGS and SMBAN_LDFLAGS environment variables.
@@ -14,6 +16,8 @@ from setuptools import Extension, setup
 
 #: The ban backend's files: the binding, the libiptc backend, addresses.
 IPTC_SOURCES = ["ext/addr.c", "ext/iptc.c", "ext/iptc_module.c", "ext/iptc_rule.c"]
+#: The nftables backend's files.
+NFT_SOURCES = ["ext/addr.c", "ext/nft.c", "ext/nft_module.c"]
 
 
 def pkg_config(flag, *pkgs):
@@ -37,11 +41,14 @@ def extension(name, sources, pkgs):
 
 
 extensions = [extension("smban._core",
-                        sorted(set(glob.glob("ext/*.c")) - set(IPTC_SOURCES)),
+                        sorted(set(glob.glob("ext/*.c")) - set(IPTC_SOURCES) - set(NFT_SOURCES)),
                         ["libpcre2-8"])]
 if subprocess.run(["pkg-config", "--exists", "libiptc"]).returncode == 0 \
         and all(os.path.exists(p) for p in IPTC_SOURCES):
     extensions.append(extension("smban._iptc", IPTC_SOURCES, ["libiptc"]))
+if subprocess.run(["pkg-config", "--exists", "libnftables"]).returncode == 0 \
+        and all(os.path.exists(p) for p in NFT_SOURCES):
+    extensions.append(extension("smban._nft", NFT_SOURCES, ["libnftables"]))
 
 setup(
     name="smban",

@@ -1,14 +1,15 @@
 /*
  * addr.c — the addresses a ban backend accepts (see addr.h): parsing
- * untrusted text into smban_addr, formatting it back, prefix masks.
+ * untrusted text into smban_addr, formatting it back, prefix masks, ports.
  *
  * libc only: this file is linked into every backend and fuzzed without
- * libiptc.  Every refusal is SMBAN_EINVAL with the reason in err; the text
+ * libiptc or libnftables.  Every refusal is SMBAN_EINVAL with the reason in err; the text
  * quoted in a message goes through smban_quote, so a log line never
  * carries the attacker's control characters.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,4 +148,51 @@ int smban_mask_prefix(const uint8_t *mask, int bytes)
     for (int i = 0; i < bytes; i++)
         n += __builtin_popcount(mask[i]);
     return n;
+}
+
+/* One port of a list: a number or a service name of /etc/services for
+ * proto (getservbyname_r: thread-safe, no DNS).  Surrounding blanks are
+ * ignored. */
+int smban_port_parse(const char *s, size_t n, const char *proto, uint16_t *out,
+                     char err[SMBAN_ERR_LEN])
+{
+    char name[64];
+    while (n && isspace((unsigned char)*s)) {
+        s++;
+        n--;
+    }
+    while (n && isspace((unsigned char)s[n - 1]))
+        n--;
+    if (n == 0 || n >= sizeof name) {
+        snprintf(err, SMBAN_ERR_LEN, "empty or overlong port in the port list");
+        return SMBAN_EINVAL;
+    }
+    memcpy(name, s, n);
+    name[n] = 0;
+    if (strspn(name, "0123456789") == n) {
+        long v = n <= 5 ? strtol(name, NULL, 10) : 70000;
+        if (v > 65535) {
+            snprintf(err, SMBAN_ERR_LEN, "port %s out of range", name);
+            return SMBAN_EINVAL;
+        }
+        *out = (uint16_t)v;
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!isalnum((unsigned char)name[i]) && !strchr("_.-", name[i])) {
+            char q[SMBAN_QUOTE_LEN];
+            smban_quote(name, q);
+            snprintf(err, SMBAN_ERR_LEN, "'%s' is not a port number or service name", q);
+            return SMBAN_EINVAL;
+        }
+    }
+    struct servent se, *res = NULL;
+    char buf[2048];
+    if (getservbyname_r(name, proto, &se, buf, sizeof buf, &res) != 0 || !res) {
+        snprintf(err, SMBAN_ERR_LEN, "unknown %s service '%s' (not in /etc/services)",
+                 proto, name);
+        return SMBAN_EINVAL;
+    }
+    *out = ntohs((uint16_t)res->s_port);
+    return 0;
 }

@@ -1,10 +1,10 @@
 /*
  * addr.h — the addresses a ban backend accepts: IPv4 and IPv6 literals,
  * hosts or (when a backend allows them) networks, parsed from untrusted
- * text and formatted back.
+ * text and formatted back; the ports of a rule.
  *
- * Pure code: libc only (inet_pton/inet_ntop), no global state, no table,
- * no libiptc; fuzzed on its own (ext/fuzz/fuzz_addr.c).  Invariant of a
+ * Pure code: libc only (inet_pton/inet_ntop, getservbyname_r), no global
+ * state, no table, no libiptc or libnftables; fuzzed on its own (ext/fuzz/fuzz_addr.c).  Invariant of a
  * parsed smban_addr: family 4 or 6, prefix at most 32 or 128, the host
  * bits after the prefix zero, the unused bytes of an IPv4 address zero;
  * formatting one and parsing the text back gives the same address.
@@ -12,6 +12,7 @@
 #ifndef SMBAN_ADDR_H
 #define SMBAN_ADDR_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "errors.h"
@@ -52,5 +53,11 @@ int smban_mask_prefix(const uint8_t *mask, int bytes);
  * characters, each outside printable ASCII (or a blank) shown as '?',
  * "..." when cut. */
 void smban_quote(const char *s, char out[SMBAN_QUOTE_LEN]);
+
+/* One port of a list: a number, or a service name of /etc/services for
+ * proto (getservbyname_r: thread-safe, no DNS), at s (n bytes, surrounding
+ * blanks ignored).  Returns 0 or SMBAN_EINVAL with the reason in err. */
+int smban_port_parse(const char *s, size_t n, const char *proto, uint16_t *out,
+                     char err[SMBAN_ERR_LEN]);
 
 #endif

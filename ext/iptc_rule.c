@@ -147,53 +147,6 @@ static const struct { const char *name; uint16_t num; } protocols[] = {
     {"dccp", IPPROTO_DCCP}, {"udplite", IPPROTO_UDPLITE}, {"all", 0},
 };
 
-/* One port of a list: a number or a service name of /etc/services for
- * proto (getservbyname_r: thread-safe, no DNS).  Surrounding blanks are
- * ignored. */
-static int parse_port(const char *s, size_t n, const char *proto, uint16_t *out,
-                      char err[SMBAN_ERR_LEN])
-{
-    char name[64];
-    while (n && isspace((unsigned char)*s)) {
-        s++;
-        n--;
-    }
-    while (n && isspace((unsigned char)s[n - 1]))
-        n--;
-    if (n == 0 || n >= sizeof name) {
-        snprintf(err, SMBAN_ERR_LEN, "empty or overlong port in the port list");
-        return SMBAN_EINVAL;
-    }
-    memcpy(name, s, n);
-    name[n] = 0;
-    if (strspn(name, "0123456789") == n) {
-        long v = n <= 5 ? strtol(name, NULL, 10) : 70000;
-        if (v > 65535) {
-            snprintf(err, SMBAN_ERR_LEN, "port %s out of range", name);
-            return SMBAN_EINVAL;
-        }
-        *out = (uint16_t)v;
-        return 0;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!isalnum((unsigned char)name[i]) && !strchr("_.-", name[i])) {
-            char q[SMBAN_QUOTE_LEN];
-            smban_quote(name, q);
-            snprintf(err, SMBAN_ERR_LEN, "'%s' is not a port number or service name", q);
-            return SMBAN_EINVAL;
-        }
-    }
-    struct servent se, *res = NULL;
-    char buf[2048];
-    if (getservbyname_r(name, proto, &se, buf, sizeof buf, &res) != 0 || !res) {
-        snprintf(err, SMBAN_ERR_LEN, "unknown %s service '%s' (not in /etc/services)",
-                 proto, name);
-        return SMBAN_EINVAL;
-    }
-    *out = ntohs((uint16_t)res->s_port);
-    return 0;
-}
-
 /* "smtp,465,1000:2000" into a multiport v1 match (at most 15 slots, a
  * range taking two). */
 static int parse_ports(const char *ports, const char *proto,
@@ -208,10 +161,10 @@ static int parse_ports(const char *ports, const char *proto,
         const char *colon = memchr(p, ':', n);
         uint16_t lo, hi;
         int rc;
-        if ((rc = parse_port(p, colon ? (size_t)(colon - p) : n, proto, &lo, err)) < 0)
+        if ((rc = smban_port_parse(p, colon ? (size_t)(colon - p) : n, proto, &lo, err)) < 0)
             return rc;
         if (colon) {
-            if ((rc = parse_port(colon + 1, n - (size_t)(colon - p) - 1, proto, &hi, err)) < 0)
+            if ((rc = smban_port_parse(colon + 1, n - (size_t)(colon - p) - 1, proto, &hi, err)) < 0)
                 return rc;
             if (hi < lo) {
                 snprintf(err, SMBAN_ERR_LEN, "port range %u:%u is reversed", lo, hi);

@@ -259,36 +259,8 @@ def hosts(monkeypatch, tmp_path):
         yield hosts
 
 
-def _listen(family, port):
-    s = socket.socket(socket.AF_INET if family == 4 else socket.AF_INET6)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("192.0.2.1" if family == 4 else "2001:db8::1", port))
-    s.listen(64)
-    stop = threading.Event()
-
-    def loop():
-        s.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = s.accept()
-                conn.sendall(b"220 ok\r\n")
-                conn.close()
-            except OSError:
-                pass
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
-    return s, stop, t
-
-
-def _connect(host, port):
-    """What a client sees: 'ok', 'refused' or 'timeout'."""
-    try:
-        with socket.create_connection((host, port), timeout=1.5) as s:
-            return "ok" if s.recv(10).startswith(b"220") else "garbled"
-    except ConnectionRefusedError:
-        return "refused"
-    except socket.timeout:
-        return "timeout"
+_listen = netns.listen
+_connect = netns.connect
 
 
 @pytest.mark.parametrize("family", [4, 6])

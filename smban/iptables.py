@@ -42,6 +42,8 @@ except ModuleNotFoundError as e:
         "built (Debian: apt-get install libiptc-dev, then make build)",
         name=e.name) from e
 
+from smban.backend import family_number, ports_text
+
 __all__ = ["Chain", "chain_name", "MAX_CHAIN"]
 
 #: The longest chain name the kernel accepts as a jump target.
@@ -56,21 +58,6 @@ def chain_name(name):
     if len(chain) > MAX_CHAIN:
         raise ValueError("chain name %r is longer than %d characters" % (chain, MAX_CHAIN))
     return chain
-
-
-def _family(family):
-    f = str(family).lower()
-    if f in ("4", "inet4", "ipv4", "inet"):
-        return 4
-    if f in ("6", "inet6", "ipv6"):
-        return 6
-    raise ValueError("family must be 4 or 6, not %r" % (family,))
-
-
-def _ports(ports):
-    if isinstance(ports, (int, str)):
-        return str(ports).strip()
-    return ",".join(str(p).strip() for p in ports)
 
 
 def _alias(name, value, alias, alias_value, default):
@@ -111,11 +98,11 @@ class Chain:
                  parent=None, *, lockfile=None, lock_wait=10.0, min_prefix=None,
                  chain=None, cidr=None):
         self.name = str(name)
-        self.ports = _ports(ports)
+        self.ports = ports_text(ports)
         self.protocol = str(protocol).strip().lower()
         self.blocktype = " ".join(str(blocktype).split())
         self.parent = str(_alias("parent", parent, "chain", chain, "INPUT")).strip()
-        self._c = _iptc.Chain(chain_name(self.name), family=_family(family),
+        self._c = _iptc.Chain(chain_name(self.name), family=family_number(family),
                               parent=self.parent, protocol=self.protocol,
                               ports=self.ports, blocktype=self.blocktype,
                               lockfile=lockfile or None, lock_wait=float(lock_wait),

@@ -1,0 +1,364 @@
+"""The nftables ban backend (smban.nftables over libnftables), in private
+network namespaces.
+
+Root only; every test runs in a namespace of its own (lab/netns.py), whose
+ruleset starts empty.  What smban wrote is read back with the nft command,
+the tool an operator would use.
+"""
+import json
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from lab import netns
+
+nftables = pytest.importorskip("smban.nftables", reason="smban._nft not built (libnftables-dev)")
+Set = nftables.Set
+
+pytestmark = pytest.mark.skipif(
+    netns.why_unavailable() is not None or not shutil.which("nft"),
+    reason=str(netns.why_unavailable() or "the nft command is not installed"))
+
+PORTS = "smtp,465,submission"
+RULE4 = "ip saddr @f2b-t-v4 tcp dport { 25, 465, 587 } reject with tcp reset"
+
+
+@pytest.fixture
+def ns():
+    n = netns.Netns()
+    try:
+        with n.entered():
+            netns.link_up_lo()
+            yield n
+    finally:
+        n.close()
+
+
+def nft(*args, check=True):
+    return subprocess.run(["nft", *args], check=check, capture_output=True, text=True)
+
+
+def ruleset():
+    """The ruleset as JSON objects (without the metainfo), for exact checks."""
+    out = json.loads(nft("-j", "list", "ruleset").stdout)["nftables"]
+    return [o for o in out if "metainfo" not in o]
+
+
+def chain_rules(chain, table="smban"):
+    """The rules of a chain as nft prints them, in order."""
+    out = nft("list", "chain", "inet", table, chain).stdout.splitlines()
+    body = [l.strip() for l in out]
+    start = next(i for i, l in enumerate(body) if l.startswith("chain "))
+    return [l for l in body[start + 1:] if l and l != "}" and not l.startswith("type ")]
+
+
+def elements(set_name, table="smban"):
+    """{address: timeout seconds or None} of a set, read with nft -j."""
+    out = json.loads(nft("-j", "list", "set", "inet", table, set_name).stdout)["nftables"]
+    got = {}
+    for o in out:
+        for e in o.get("set", {}).get("elem", []):
+            if isinstance(e, dict) and "elem" in e:
+                v = e["elem"]["val"]
+                got[_text(v)] = e["elem"].get("timeout")
+            else:
+                got[_text(e)] = None
+    return got
+
+
+def _text(v):
+    if isinstance(v, dict) and "prefix" in v:
+        return "%s/%d" % (v["prefix"]["addr"], v["prefix"]["len"])
+    return v
+
+
+# ---- layout ----
+
+def test_start_ban_unban_flush_stop_as_nft_shows_them(ns):
+    s = Set("t", PORTS)
+    assert (s.set, s.table, s.family) == ("f2b-t-v4", "smban", 4)
+    assert ruleset() == []
+    assert s.check() == {"set": False, "chain": False, "rule": False, "references": 0,
+                         "bans": 0, "ok": False}
+    assert s.start() == ("set", "chain", "rule")
+    assert chain_rules("f2b-t-v4") == [RULE4]
+    hook = nft("list", "chain", "inet", "smban", "f2b-t-v4").stdout
+    assert "type filter hook input priority filter - 1; policy accept;" in hook
+    assert s.start() == ()                       # idempotent
+    assert s.check()["ok"]
+
+    assert s.ban("192.0.2.7") is True
+    assert s.ban("192.0.2.8") is True
+    assert s.ban("192.0.2.7") is False           # already banned: a no-op
+    assert elements("f2b-t-v4") == {"192.0.2.7": None, "192.0.2.8": None}
+    assert sorted(s.banned()) == ["192.0.2.7", "192.0.2.8"]
+    assert s.unban("192.0.2.7") is True
+    assert s.unban("192.0.2.7") is False         # absent: a no-op
+    assert s.banned() == ["192.0.2.8"]
+
+    many = ["198.51.100.%d" % i for i in range(1, 51)]
+    assert s.ban_many(many + ["192.0.2.8", many[0]]) == 50   # duplicates and old ones once
+    assert len(s.banned()) == 51
+    assert s.unban_many(many[::2] + ["203.0.113.9", many[0]]) == 25
+    assert sorted(s.banned()) == sorted(["192.0.2.8"] + many[1::2])
+    assert s.check()["bans"] == 26
+    assert s.flush() == 26
+    assert s.banned() == [] and chain_rules("f2b-t-v4") == [RULE4]
+    assert s.stop() is True
+    assert s.stop() is False
+    # what stays is the empty table (other jails may share it)
+    assert ruleset() == [{"table": {"family": "inet", "name": "smban", "handle": 1}}]
+
+
+def test_ipv6_networks_udp_and_drop(ns):
+    s = Set("t", "53,1000:2000", protocol="udp", blocktype="DROP", family=6, min_prefix=48)
+    s.start()
+    assert chain_rules("f2b-t-v6") == ["ip6 saddr @f2b-t-v6 udp dport { 53, 1000-2000 } drop"]
+    assert "flags interval,timeout" in nft("list", "set", "inet", "smban", "f2b-t-v6").stdout
+    assert s.ban_many(["2001:db8:5::/48", "2001:db8::7"]) == 2
+    assert sorted(s.banned()) == ["2001:db8:5::/48", "2001:db8::7"]
+    # a v4 set of the same jail is its own
+    s4 = Set("t", protocol="all")
+    s4.start()
+    assert chain_rules("f2b-t-v4") == ["ip saddr @f2b-t-v4 reject with icmp port-unreachable"]
+    assert s4.banned() == []
+    s.stop()
+    assert s4.check()["ok"]
+
+
+def test_nothing_else_is_touched(ns):
+    subprocess.run(["nft", "-f", "-"], check=True, text=True, input="""
+table inet filter {
+    set f2b-t-v4 { type ipv4_addr; elements = { 203.0.113.1 } }
+    chain input { type filter hook input priority 0; policy accept;
+                  ip saddr 192.0.2.7 accept; }
+}
+table ip other {
+    set s { type ipv4_addr; }
+    chain c { ip saddr @s drop; }
+}
+""")
+    before = ruleset()
+    s = Set("t", PORTS)
+    s.start()
+    s.ban_many(["192.0.2.7", "192.0.2.9"])
+    s.unban("192.0.2.9")
+    s.flush()
+    s.stop()
+    after = [o for o in ruleset() if not ("table" in o and o["table"]["name"] == "smban")]
+    assert after == before
+
+
+def test_a_ban_repairs_a_deleted_or_edited_rule(ns):
+    s = Set("t", PORTS)
+    s.start()
+    nft("flush", "chain", "inet", "smban", "f2b-t-v4")
+    st = s.check()
+    assert st["set"] and st["chain"] and not st["rule"] and not st["ok"]
+    assert s.ban("192.0.2.7") is True
+    assert chain_rules("f2b-t-v4") == [RULE4]
+    # a rule added beside ours: ours is no longer alone, start makes it so
+    nft("add", "rule", "inet", "smban", "f2b-t-v4", "ip", "saddr", "203.0.113.5", "accept")
+    assert not s.check()["rule"]
+    assert s.start() == ("rule",)
+    assert chain_rules("f2b-t-v4") == [RULE4]
+    assert s.banned() == ["192.0.2.7"]
+
+
+def test_flush_ruleset_is_reported_and_repaired(ns):
+    s = Set("t", PORTS)
+    s.start()
+    s.ban("192.0.2.7")
+    nft("flush", "ruleset")                       # nft -f of a distribution's nftables.conf
+    assert s.check() == {"set": False, "chain": False, "rule": False, "references": 0,
+                         "bans": 0, "ok": False}
+    assert s.start() == ("set", "chain", "rule")
+    assert s.ban("192.0.2.7") is True
+
+
+def test_a_set_someone_else_made_with_another_type_is_a_clear_error(ns):
+    nft("add", "table", "inet", "smban")
+    nft("add", "set", "inet", "smban", "f2b-t-v4", "{ type ipv4_addr; }")   # no timeout flag
+    s = Set("t", PORTS, timeout=600)
+    with pytest.raises(OSError, match="nftables refused to create the set, chain and rule"):
+        s.start()
+    with pytest.raises(OSError, match="nftables refused to ban"):
+        s.ban("192.0.2.7")
+    # nothing half applied: no chain, the other set untouched
+    assert nft("list", "chain", "inet", "smban", "f2b-t-v4", check=False).returncode != 0
+    assert elements("f2b-t-v4") == {}
+
+
+# ---- timeouts ----
+
+def test_a_ban_expires_in_the_kernel(ns):
+    s = Set("t", PORTS, timeout=1)
+    s.start()
+    s.ban("192.0.2.7")
+    assert elements("f2b-t-v4") == {"192.0.2.7": 1}
+    deadline = time.monotonic() + 10
+    while s.banned() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert s.banned() == []
+    assert s.ban("192.0.2.7") is True            # banned again after expiry
+
+
+def test_a_restore_gives_each_ban_what_is_left(ns):
+    s = Set("t", PORTS, timeout=3600)
+    s.start()
+    assert s.ban_many(["192.0.2.7", "192.0.2.8"], timeout=120) == 2
+    s.ban("192.0.2.9")
+    assert elements("f2b-t-v4") == {"192.0.2.7": 120, "192.0.2.8": 120, "192.0.2.9": 3600}
+
+
+def test_a_large_restore_is_one_transaction(ns):
+    s = Set("t", PORTS, timeout=3600)
+    s.start()
+    ips = ["10.%d.%d.%d" % (i >> 16, (i >> 8) & 255, i & 255) for i in range(20000)]
+    before = s.stats()["transactions"]
+    assert s.ban_many(ips) == 20000
+    # a listing (which of them are there) and the batch
+    assert s.stats()["transactions"] - before == 2
+    assert s.check()["bans"] == 20000
+    assert s.ban_many(ips[:10] + ["192.0.2.1"]) == 1
+
+
+# ---- bad input ----
+
+@pytest.mark.parametrize("kw, why", [
+    (dict(name="a b"), "jail name"),
+    (dict(name="t;flush ruleset"), "jail name"),
+    (dict(name="x" * 65), "jail name"),
+    (dict(name="t", ports="smtp;drop"), "not a port number or service name"),
+    (dict(name="t", ports="2000:1000"), "reversed"),
+    (dict(name="t", ports="nosuchservice"), "not in /etc/services"),
+    (dict(name="t", blocktype="accept"), "not reject or drop"),
+    (dict(name="t", protocol="icmp"), "unknown protocol"),
+    (dict(name="t", protocol="all", ports="25"), "need a protocol"),
+    (dict(name="t", family=5), "family must be 4 or 6"),
+    (dict(name="t", table="t x"), "table name"),
+    (dict(name="t", timeout=-1), "timeout"),
+    (dict(name="t", min_prefix=33), "min_prefix"),
+])
+def test_bad_options_are_refused_before_anything_is_written(ns, kw, why):
+    with pytest.raises(ValueError, match=why):
+        Set(**kw)
+    assert ruleset() == []
+
+
+@pytest.mark.parametrize("bad", ["192.0.2.0/24", "192.0.2.1/33", "2001:db8::1", "::ffff:192.0.2.1",
+                                 "192.0.2.01", "example.com", "192.0.2.1 ", "", "192.0.2.1\x00"])
+def test_bad_addresses_change_nothing(ns, bad):
+    s = Set("t", PORTS)
+    s.start()
+    s.ban("192.0.2.7")
+    before = ruleset()
+    with pytest.raises(ValueError):
+        s.ban(bad)
+    with pytest.raises(ValueError):
+        s.ban_many(["192.0.2.8", bad])           # one bad address: nothing of the list
+    with pytest.raises(ValueError):
+        s.ban_many(["192.0.2.8", 7])             # not an address either
+    assert ruleset() == before
+
+
+def test_networks_need_min_prefix_and_clear_host_bits(ns):
+    s = Set("t", PORTS, min_prefix=16)
+    s.start()
+    assert s.ban("192.0.2.0/24") is True
+    for bad in ("192.0.2.1/24", "10.0.0.0/8"):
+        with pytest.raises(ValueError):
+            s.ban(bad)
+    assert s.banned() == ["192.0.2.0/24"]
+
+
+# ---- concurrency ----
+
+def test_a_concurrent_writer_loses_nothing(ns):
+    """The nft command adds and deletes rules of another table in a loop
+    while smban bans from two threads: every ban lands, every rule of the
+    other table too."""
+    nft("add", "table", "inet", "other")
+    nft("add", "chain", "inet", "other", "c")
+    s = Set("t", PORTS)
+    s.start()
+    stop = threading.Event()
+    added = []
+
+    def writer():
+        i = 0
+        while not stop.is_set() and i < 400:
+            nft("add", "rule", "inet", "other", "c", "ip", "saddr", "203.0.113.%d" % (i % 250),
+                "counter")
+            added.append(i)
+            i += 1
+
+    def banner(base):
+        for i in range(100):
+            s.ban("198.51.%d.%d" % (base, i))
+
+    t = threading.Thread(target=writer)
+    t.start()
+    # (threads started here are in the namespace too)
+    bs = [threading.Thread(target=banner, args=(b,)) for b in (100, 101)]
+    for b in bs:
+        b.start()
+    for b in bs:
+        b.join()
+    stop.set()
+    t.join()
+    assert len(s.banned()) == 200
+    assert len(chain_rules("c", "other")) == len(added)
+
+
+# ---- packets ----
+
+@pytest.fixture
+def hosts():
+    with netns.two_hosts() as hosts:
+        yield hosts
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_packets_refused_after_ban_and_allowed_after_unban(hosts, family):
+    srv, cli = hosts
+    server_ip = "192.0.2.1" if family == 4 else "2001:db8::1"
+    client_ip = "192.0.2.2" if family == 4 else "2001:db8::2"
+    with srv.entered():
+        listeners = [netns.listen(family, p) for p in (2525, 2526)]
+        try:
+            s = Set("t", "2525", family=family)
+            s.start()
+            assert cli.call(netns.connect, server_ip, 2525) == "ok"
+            s.ban(client_ip)
+            assert cli.call(netns.connect, server_ip, 2525) == "refused"
+            assert cli.call(netns.connect, server_ip, 2526) == "ok"   # the jail's ports only
+            s.unban(client_ip)
+            assert cli.call(netns.connect, server_ip, 2525) == "ok"
+            s.ban("192.0.2.200" if family == 4 else "2001:db8::200")
+            assert cli.call(netns.connect, server_ip, 2525) == "ok"
+            s.ban(client_ip)
+            s.stop()
+            assert cli.call(netns.connect, server_ip, 2525) == "ok"   # stop lets all in
+        finally:
+            for sock, stop, t in listeners:
+                stop.set()
+                t.join()
+                sock.close()
+
+
+def test_drop_times_out(hosts):
+    srv, cli = hosts
+    with srv.entered():
+        sock, stop, t = netns.listen(4, 2525)
+        try:
+            s = Set("t", "2525", blocktype="drop")
+            s.ban("192.0.2.2")
+            assert cli.call(netns.connect, "192.0.2.1", 2525) == "timeout"
+        finally:
+            stop.set()
+            t.join()
+            sock.close()
