@@ -663,26 +663,46 @@ static void element(buf *b, const smban_addr *a, double timeout, int first)
         put(b, "%s%s", first ? "" : ", ", t);
 }
 
-/* One batch: for a ban the layout and "add element", for an unban
- * "delete element"; only the addresses with want[i] (all when NULL). */
-static int batch(smban_nft *h, int op, const smban_addr *addrs, size_t n, const uint8_t *want,
-                 double timeout, int *missing, char err[SMBAN_ERR_LEN])
+/* The timeout of addrs[i]'s element: timeouts[i], or the handle's. */
+static double timeout_of(const smban_nft *h, const double *timeouts, size_t i)
 {
-    buf b = {0};
+    return timeouts ? timeouts[i] : h->timeout;
+}
+
+/* One list command ("add element ... { a, b }") of the addresses with
+ * sel[i], each with its timeout for an add. */
+static void element_list(smban_nft *h, buf *b, const char *verb, const smban_addr *addrs,
+                         size_t n, const uint8_t *sel, const double *timeouts)
+{
     size_t k = 0;
-    if (op == SMBAN_OP_BAN)
-        layout(h, &b);
     for (size_t i = 0; i < n; i++) {
-        if (want && !want[i])
+        if (!sel[i])
             continue;
         if (k == 0)
-            put(&b, "%s element inet %s %s { ", op == SMBAN_OP_BAN ? "add" : "delete",
-                h->table, h->set);
-        element(&b, &addrs[i], op == SMBAN_OP_BAN ? timeout : 0, k == 0);
+            put(b, "%s element inet %s %s { ", verb, h->table, h->set);
+        element(b, &addrs[i], strcmp(verb, "add") == 0 ? timeout_of(h, timeouts, i) : 0, k == 0);
         k++;
     }
     if (k)
-        put(&b, " }\n");
+        put(b, " }\n");
+}
+
+/* One transaction: for a ban the layout, the deletion of the elements to
+ * refresh (refresh[i]: banned already, to be added again with its new
+ * timeout) and "add element"; for an unban "delete element".  Only the
+ * addresses with want[i]. */
+static int batch(smban_nft *h, int op, const smban_addr *addrs, size_t n, const uint8_t *want,
+                 const uint8_t *refresh, const double *timeouts, int *missing,
+                 char err[SMBAN_ERR_LEN])
+{
+    buf b = {0};
+    if (op == SMBAN_OP_BAN) {
+        layout(h, &b);
+        if (refresh)
+            element_list(h, &b, "delete", addrs, n, refresh, NULL);
+        element_list(h, &b, "add", addrs, n, want, timeouts);
+    } else
+        element_list(h, &b, "delete", addrs, n, want, NULL);
     int rc;
     if (b.oom) {
         snprintf(err, SMBAN_ERR_LEN, "out of memory");
@@ -695,24 +715,24 @@ static int batch(smban_nft *h, int op, const smban_addr *addrs, size_t n, const 
     return rc;
 }
 
-int smban_nft_apply(smban_nft *h, int op, const smban_addr *addrs, size_t n, double timeout,
-                    uint8_t *results, char err[SMBAN_ERR_LEN])
+int smban_nft_apply(smban_nft *h, int op, const smban_addr *addrs, size_t n,
+                    const double *timeouts, int refresh, uint8_t *results,
+                    char err[SMBAN_ERR_LEN])
 {
-    uint8_t *held = malloc(n ? n : 1), *want = malloc(n ? n : 1);
+    uint8_t *held = malloc(n ? n : 1), *want = malloc(n ? n : 1), *again = NULL;
     int rc, missing, changes = 0;
-    if (!held || !want) {
+    if (!held || !want || (refresh && !(again = calloc(n ? n : 1, 1)))) {
         free(held);
         free(want);
         snprintf(err, SMBAN_ERR_LEN, "out of memory");
         return SMBAN_ENOMEM;
     }
-    if (timeout <= 0)
-        timeout = h->timeout;
     pthread_mutex_lock(&nft_lock);
     h->st.requests++;
     /* what is there decides which addresses change: a ban adds only the
-     * missing ones, an unban deletes only the present ones (nftables
-     * refuses to delete what is not there), each once */
+     * missing ones (refresh: and adds the others again, with their new
+     * timeout), an unban deletes only the present ones (nftables refuses
+     * to delete what is not there), each once */
     if ((rc = held_now(h, addrs, n, held, err)) < 0)
         goto out;
     if ((rc = duplicates(addrs, n, want)) < 0) {
@@ -720,26 +740,33 @@ int smban_nft_apply(smban_nft *h, int op, const smban_addr *addrs, size_t n, dou
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        want[i] = !want[i] && (op == SMBAN_OP_BAN ? !held[i] : held[i]);
+        int first = !want[i];
+        want[i] = first && (op == SMBAN_OP_BAN ? !held[i] : held[i]);
         changes += want[i];
+        if (again && op == SMBAN_OP_BAN && first && held[i])
+            again[i] = want[i] = 1;
     }
     if (op == SMBAN_OP_UNBAN && !changes) {
         rc = 0;
         goto out;
     }
-    rc = batch(h, op, addrs, n, want, timeout, &missing, err);
-    if (rc < 0 && op == SMBAN_OP_UNBAN && missing) {
+    rc = batch(h, op, addrs, n, want, again, timeouts, &missing, err);
+    if (rc < 0 && missing) {
         /* an element expired (or another writer removed it) in between:
-         * read again and delete what is still there */
+         * read again and redo with what is there now */
         if ((rc = held_now(h, addrs, n, held, err)) < 0)
             goto out;
         changes = 0;
         for (size_t i = 0; i < n; i++) {
-            want[i] = want[i] && held[i];
-            changes += want[i];
+            if (op == SMBAN_OP_UNBAN)
+                want[i] = want[i] && held[i];
+            else if (again && again[i] && !held[i])
+                again[i] = 0;           /* expired: a plain add, and new */
+            changes += op == SMBAN_OP_UNBAN ? want[i] : want[i] && !(again && again[i]);
         }
         h->st.retries++;
-        rc = changes ? batch(h, op, addrs, n, want, timeout, NULL, err) : 0;
+        rc = op == SMBAN_OP_BAN || changes
+             ? batch(h, op, addrs, n, want, again, timeouts, NULL, err) : 0;
     }
     if (rc < 0)
         goto out;
@@ -748,19 +775,20 @@ int smban_nft_apply(smban_nft *h, int op, const smban_addr *addrs, size_t n, dou
         learn_printed(h);
     if (results)
         for (size_t i = 0; i < n; i++)
-            results[i] = want[i];
+            results[i] = want[i] && !(again && again[i]);
     rc = changes;
 out:
     pthread_mutex_unlock(&nft_lock);
     free(held);
     free(want);
+    free(again);
     return rc;
 }
 
 static int nft_apply(void *p, int op, const smban_addr *addrs, size_t n, uint8_t *results,
                      char err[SMBAN_ERR_LEN])
 {
-    return smban_nft_apply(p, op, addrs, n, 0, results, err);
+    return smban_nft_apply(p, op, addrs, n, NULL, 0, results, err);
 }
 
 static int nft_list(void *p, smban_addr **out, size_t *n, char err[SMBAN_ERR_LEN])

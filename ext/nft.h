@@ -56,13 +56,17 @@ void smban_nft_options_default(smban_nft_options *o);
  * libnftables cannot make a context. */
 int smban_nft_new(const smban_nft_options *o, smban_nft **out, char err[SMBAN_ERR_LEN]);
 
-/* apply() of the operations with a timeout of the ban's own (seconds; 0:
- * the handle's), as a restore needs for what is left of each ban. */
+/* apply() of the operations with the timeouts of the bans' own, as a
+ * restore needs for what is left of each ban: timeouts[i] seconds for
+ * addrs[i] (0: none; NULL: the handle's timeout for all).  refresh: an
+ * address already banned is added again with its new timeout (deleted and
+ * added in the same transaction), as a ban that fail2ban prolongs; it
+ * does not count as a change. */
 int smban_nft_apply(smban_nft *h, int op, const smban_addr *addrs, size_t n,
-                    double timeout, uint8_t *results, char err[SMBAN_ERR_LEN]);
+                    const double *timeouts, int refresh, uint8_t *results,
+                    char err[SMBAN_ERR_LEN]);
 
-/* The set's name (f2b-<name>-v4), the table's, and the chain's rule as
- * nftables prints it (empty before start). */
+/* The table's name. */
 const char *smban_nft_table(const smban_nft *h);
 
 #endif

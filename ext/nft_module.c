@@ -6,7 +6,8 @@
  *
  * Multi-phase init (PEP 489), a heap type, no module state.  The methods
  * every backend has are the shared ones of backend_py.h; this file adds
- * the constructor, ban_many with a timeout of its own (a restore), and
+ * the constructor, ban_many with timeouts of its own (a restore, a
+ * prolonged ban), and
  * the table's name.
  */
 #include "backend_py.h"
@@ -55,31 +56,84 @@ static PyObject *Set_check(SetObject *self, PyObject *Py_UNUSED(ignored))
     return backend_check(self, parts);
 }
 
-/* ban_many(ips, timeout=0) -> int: as the shared one, each element living
- * timeout seconds in the kernel (0: the set's own timeout). */
+/* The timeouts of ban_many: None (NULL: the set's own), one number for
+ * all, or one per address; -1 with an exception. */
+static int timeouts_of(PyObject *arg, size_t n, double **out)
+{
+    *out = NULL;
+    if (arg == Py_None)
+        return 0;
+    double *v = PyMem_RawMalloc((n ? n : 1) * sizeof *v);
+    if (!v) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject *seq = NULL;
+    if (PyNumber_Check(arg)) {
+        double t = PyFloat_AsDouble(arg);
+        if (t == -1 && PyErr_Occurred())
+            goto fail;
+        for (size_t i = 0; i < n; i++)
+            v[i] = t;
+    } else {
+        if (!(seq = PySequence_Fast(arg, "timeout must be None, a number or one per address")))
+            goto fail;
+        if ((size_t)PySequence_Fast_GET_SIZE(seq) != n) {
+            PyErr_Format(PyExc_ValueError, "%zd timeouts for %zu addresses",
+                         PySequence_Fast_GET_SIZE(seq), n);
+            goto fail;
+        }
+        for (size_t i = 0; i < n; i++) {
+            v[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, (Py_ssize_t)i));
+            if (v[i] == -1 && PyErr_Occurred())
+                goto fail;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!(v[i] >= 0 && v[i] <= 365.0 * 86400 * 100)) {
+            PyErr_Format(PyExc_ValueError, "timeout %g out of range (0: none)", v[i]);
+            goto fail;
+        }
+    Py_XDECREF(seq);
+    *out = v;
+    return 0;
+fail:
+    Py_XDECREF(seq);
+    PyMem_RawFree(v);
+    return -1;
+}
+
+/* ban_many(ips, timeout=None, refresh=False) -> int: as the shared one,
+ * each element living its timeout in the kernel; refresh: one already
+ * banned gets its new timeout too. */
 static PyObject *Set_ban_many(SetObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"ips", "timeout", NULL};
+    static char *kwlist[] = {"ips", "timeout", "refresh", NULL};
     char err[SMBAN_ERR_LEN] = "";
-    PyObject *ips;
-    double timeout = 0;
+    PyObject *ips, *targ = Py_None;
+    int refresh = 0;
     smban_addr *v;
+    double *t;
     size_t n;
     int rc;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|d:ban_many", kwlist, &ips, &timeout))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|Op:ban_many", kwlist, &ips, &targ,
+                                     &refresh))
         return NULL;
-    if (!(timeout >= 0 && timeout <= 365.0 * 86400 * 100)) {
-        PyErr_Format(PyExc_ValueError, "timeout %g out of range (0: the set's own)", timeout);
-        return NULL;
-    }
     if (backend_addrs(self, ips, &v, &n) < 0)
         return NULL;
-    if (!n)
+    if (timeouts_of(targ, n, &t) < 0) {
+        PyMem_RawFree(v);
+        return NULL;
+    }
+    if (!n) {
+        PyMem_RawFree(t);
         return PyLong_FromLong(0);
+    }
     Py_BEGIN_ALLOW_THREADS
-    rc = smban_nft_apply(self->h, SMBAN_OP_BAN, v, n, timeout, NULL, err);
+    rc = smban_nft_apply(self->h, SMBAN_OP_BAN, v, n, t, refresh, NULL, err);
     Py_END_ALLOW_THREADS
     PyMem_RawFree(v);
+    PyMem_RawFree(t);
     if (rc < 0)
         return raise_core(rc, err);
     return PyLong_FromLong(rc);
@@ -107,9 +161,10 @@ static PyMethodDef Set_methods[] = {
     {"unban", (PyCFunction)backend_unban, METH_O,
      "unban(ip) -> bool\n\nUnban one address (False: it was not banned)."},
     {"ban_many", (PyCFunction)(void (*)(void))Set_ban_many, METH_VARARGS | METH_KEYWORDS,
-     "ban_many(ips, timeout=0) -> int\n\nBan every address in one transaction; all are validated\n"
-     "first.  timeout: seconds each lives in the kernel (0: the set's own).\n"
-     "Returns the number newly banned."},
+     "ban_many(ips, timeout=None, refresh=False) -> int\n\nBan every address in one transaction;\n"
+     "all are validated first.  timeout: seconds each lives in the kernel, one number or\n"
+     "one per address (0: no timeout; None: the set's own).  refresh: an address already\n"
+     "banned gets its new timeout too.  Returns the number newly banned."},
     {"unban_many", (PyCFunction)backend_unban_many, METH_O,
      "unban_many(ips) -> int\n\nUnban every address in one transaction."},
     {"banned", (PyCFunction)backend_banned, METH_NOARGS,

@@ -210,8 +210,25 @@ def test_a_restore_gives_each_ban_what_is_left(ns):
     s = Set("t", PORTS, timeout=3600)
     s.start()
     assert s.ban_many(["192.0.2.7", "192.0.2.8"], timeout=120) == 2
+    assert s.ban_many(["192.0.2.10", "192.0.2.11", "192.0.2.12"], timeout=[60, 0, 90]) == 3
     s.ban("192.0.2.9")
-    assert elements("f2b-t-v4") == {"192.0.2.7": 120, "192.0.2.8": 120, "192.0.2.9": 3600}
+    assert elements("f2b-t-v4") == {"192.0.2.7": 120, "192.0.2.8": 120, "192.0.2.9": 3600,
+                                    "192.0.2.10": 60, "192.0.2.11": None, "192.0.2.12": 90}
+    with pytest.raises(ValueError):
+        s.ban_many(["192.0.2.13", "192.0.2.14"], timeout=[60])
+    with pytest.raises(ValueError):
+        s.ban_many(["192.0.2.13"], timeout=-5)
+    assert "192.0.2.13" not in s.banned()
+
+
+def test_a_prolonged_ban_gets_its_new_timeout(ns):
+    s = Set("t", PORTS, timeout=60)
+    s.start()
+    s.ban("192.0.2.7")
+    assert s.ban_many(["192.0.2.7"], timeout=7200) == 0          # no refresh: kept as it was
+    assert elements("f2b-t-v4") == {"192.0.2.7": 60}
+    assert s.ban_many(["192.0.2.7", "192.0.2.8"], timeout=7200, refresh=True) == 1
+    assert elements("f2b-t-v4") == {"192.0.2.7": 7200, "192.0.2.8": 7200}
 
 
 def test_a_large_restore_is_one_transaction(ns):

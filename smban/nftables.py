@@ -4,7 +4,7 @@
     s = Set("smban", "smtp,465,submission", timeout=3600)   # IPv4
     s.start()                  # table inet smban, set + chain + rule
     s.ban("192.0.2.7")         # True; False when already banned
-    s.ban_many(ips, timeout=1200)   # one transaction; a restore's remaining time
+    s.ban_many(ips, timeout=[1200, 90])  # one transaction; each ban's remaining time
     s.unban("192.0.2.7")
     s.stop()                   # chain and set removed (the table stays)
 
@@ -113,12 +113,16 @@ class Set:
         """Ban one address.  True when banned now, False when it already was."""
         return self._s.ban(str(ip))
 
-    def ban_many(self, ips, timeout=0):
+    def ban_many(self, ips, timeout=None, refresh=False):
         """Ban every address of ips in one transaction (all are validated
-        first).  timeout: seconds each lives in the kernel, for a restore
-        that re-adds what is left of each ban (0: the set's own).  Returns
-        how many were new."""
-        return self._s.ban_many([str(ip) for ip in ips], float(timeout))
+        first).  timeout: seconds each lives in the kernel, one number or a
+        list of one per address, for a restore that re-adds what is left of
+        each ban (0: no timeout; None: the set's own).  refresh: an address
+        already banned gets its new timeout too (a ban fail2ban prolonged).
+        Returns how many were new."""
+        if timeout is not None and not isinstance(timeout, (int, float)):
+            timeout = [float(t) for t in timeout]
+        return self._s.ban_many([str(ip) for ip in ips], timeout, bool(refresh))
 
     def unban(self, ip):
         """Unban one address.  True when it was banned, False otherwise."""
