@@ -181,7 +181,7 @@ valgrind: deps build/test_core build/test_iptc build/worst_line
 #   make install [PREFIX=/usr/local] [FAIL2BAN_DIR=/etc/fail2ban] [DESTDIR=stage]
 # builds for fail2ban-server's interpreter (PY above) when the build is stale,
 # puts the smban package where that interpreter imports it, the filter in
-# filter.d/ and both actions in action.d/ (never jail.conf, jail.local or
+# filter.d/ and the three actions in action.d/ (never jail.conf, jail.local or
 # jail.d/), keeps a manifest, and prints the jail.local snippet;
 # make uninstall removes exactly what the manifest lists.  tools/install.py
 # says why each place, and checks the prerequisites first.

@@ -7,9 +7,10 @@ load, so that fail2ban starts the smban jail (on the regex twin, which
 needs no C) and every jail defined after it:
 
 - smban-engine logs one error saying why and does nothing else;
-- smban-iptables logs an error at load and at start and refuses each ban
-  with an exception naming the address and the reason (fail2ban logs it,
-  the jail keeps running); unban, flush and stop never raise.
+- smban-iptables and smban-nftables log an error at load and at start and
+  refuse each ban with an exception naming the address and the reason
+  (fail2ban logs it, the jail keeps running); unban, flush and stop never
+  raise.
 
 The broken install is a temporary copy of the smban package whose _core
 extension is broken, first on the PYTHONPATH of the interpreter (a
@@ -203,10 +204,18 @@ def test_engine_action_loads_and_does_nothing(tmp_path, kind):
     assert not out["filter_touched"]
 
 
+#: the ban actions and options of theirs
+BAN_ACTIONS = {
+    "smban-iptables": {"port": "25,465", "lockwait": "5"},
+    "smban-nftables": {"port": "25,465", "table": "smban"},
+}
+
+
 @needs_f2b
 @needs_netns
+@pytest.mark.parametrize("action", sorted(BAN_ACTIONS))
 @pytest.mark.parametrize("kind", sorted(BREAKAGES))
-def test_iptables_action_loads_and_refuses_bans(tmp_path, kind):
+def test_ban_action_loads_and_refuses_bans(tmp_path, kind, action):
     env = broken_env(tmp_path, kind)
     reason = BREAKAGES[kind][1]
     info = {"ip": "192.0.2.5", "restored": 0}
@@ -217,9 +226,12 @@ def test_iptables_action_loads_and_refuses_bans(tmp_path, kind):
     n = netns.Netns("failsafe")
     try:
         with n.entered():
-            out = drive(env, tmp_path, os.path.join(ACTIONS, "smban-iptables.py"),
-                        "smban-iptables", {"port": "25,465", "lockwait": "5"}, calls)
+            out = drive(env, tmp_path, os.path.join(ACTIONS, action + ".py"),
+                        action, BAN_ACTIONS[action], calls)
             assert not [l for l in netns.save(4) + netns.save(6) if "f2b-" in l]
+            if shutil.which("nft"):
+                r = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True)
+                assert r.returncode == 0 and r.stdout.strip() == "", r.stdout
     finally:
         n.close()
     assert not out["smban_imported"]

@@ -49,10 +49,11 @@ def test_install_then_uninstall_leaves_only_what_was_there(stage):
     assert "[smban]" in r.stdout and "smban-engine.py" in r.stdout   # the jail.local snippet
     after = files_under(stage)
     for f in ("etc/fail2ban/filter.d/smban.conf", "etc/fail2ban/action.d/smban-engine.py",
-              "etc/fail2ban/action.d/smban-iptables.py", SITE + "/smban/__init__.py",
+              "etc/fail2ban/action.d/smban-iptables.py",
+              "etc/fail2ban/action.d/smban-nftables.py", SITE + "/smban/__init__.py",
               SITE + "/smban/engine.py", "usr/local/share/smban/manifest"):
         assert f in after, f
-    for ext in ("_core", "_iptc"):     # the classifier and the ban backend
+    for ext in ("_core", "_iptc", "_nft"):     # the classifier and the ban backends
         assert any(f.startswith(SITE + "/smban/%s." % ext) and f.endswith(".so")
                    for f in after), ext
     assert (stage / "etc/fail2ban/filter.d/smban.conf").read_text() == export_filter()
@@ -200,3 +201,24 @@ def test_every_command_the_cli_offers_runs():
                            text=True, cwd=ROOT, timeout=60)
         assert h.returncode == 0, (name, h.stderr)
     assert "install" not in COMMANDS
+
+
+@pytest.mark.parametrize("conf, want", [
+    ("[DEFAULT]\nbanaction = nftables\nbanaction_allports = nftables[type=allports]\n",
+     "smban-nftables.py"),
+    ("[DEFAULT]\nbanaction = nftables-multiport\n", "smban-nftables.py"),
+    ("[DEFAULT]\nbanaction = iptables-multiport\n", "smban-iptables.py"),
+    ("[DEFAULT]\n#banaction = nftables\n", "smban-iptables.py"),
+])
+def test_the_printed_jail_bans_the_way_fail2ban_is_set_to(stage, conf, want):
+    """Where fail2ban bans with nftables (Debian 13's jail.d/defaults-debian.conf),
+    the jail.local snippet offers smban-nftables; elsewhere smban-iptables
+    (this machine has the legacy iptables tools)."""
+    if not shutil.which("iptables-legacy"):
+        pytest.skip("iptables-legacy not installed: the snippet offers nftables anyway")
+    (stage / "etc/fail2ban/jail.d/defaults-debian.conf").write_text(conf)
+    r = tool("install", "--destdir", str(stage), "--pkg-dir", PKG_DIR)
+    assert r.returncode == 0, r.stderr
+    action = [l.strip() for l in r.stdout.splitlines() if l.strip().endswith(
+        '[port="smtp,465,submission"]')]
+    assert action == [want + '[port="smtp,465,submission"]'], r.stdout

@@ -379,3 +379,39 @@ def test_drop_times_out(hosts):
             stop.set()
             t.join()
             sock.close()
+
+
+# ---- the command line ----
+
+def _cli(*args):
+    import os
+    import sys
+    import smban
+    env = dict(os.environ,
+               PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(smban.__file__))))
+    return subprocess.run([sys.executable, "-m", "smban", "bans", "--backend", "nftables",
+                           *args], capture_output=True, text=True, env=env)
+
+
+def test_bans_cli(ns):
+    s = Set("t", PORTS)
+    s.ban_many(["192.0.2.7", "192.0.2.8"])
+    Set("t", PORTS, family=6).ban("2001:db8::7")
+    r = _cli("list", "--chain", "t")
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.split()) == ["192.0.2.7", "192.0.2.8", "2001:db8::7"]
+    r = _cli("list", "--chain", "f2b-t", "--family", "6", "--json")
+    assert json.loads(r.stdout) == [{"family": 6, "name": "inet smban f2b-t-v6",
+                                     "banned": ["2001:db8::7"]}]
+    r = _cli("check", "--chain", "t", "--family", "4", "--port", PORTS)
+    assert r.returncode == 0 and "inet smban f2b-t-v4 (IPv4): ok; 2 ban(s)" in r.stdout, r.stdout
+    nft("flush", "chain", "inet", "smban", "f2b-t-v4")
+    r = _cli("check", "--chain", "t", "--family", "4")
+    assert r.returncode == 1 and "BROKEN" in r.stdout and "the chain's rule" in r.stdout
+    r = _cli("flush", "--chain", "t")
+    assert r.returncode == 0 and "2 ban(s) removed" in r.stdout
+    assert s.banned() == []
+    r = _cli("list", "--chain", "bad name!")
+    assert r.returncode == 2 and "smban:" in r.stderr
+    r = _cli("check", "--chain", "absent")
+    assert r.returncode == 1 and "absent" in r.stdout

@@ -19,7 +19,10 @@ Where the package goes (Debian's layout):
                                without DESTDIR unless fail2ban's Python
                                imports from there).
 fail2ban's files: FAIL2BAN_DIR/filter.d/smban.conf and
-FAIL2BAN_DIR/action.d/smban-engine.py, smban-iptables.py.  jail.conf,
+FAIL2BAN_DIR/action.d/smban-engine.py, smban-iptables.py, smban-nftables.py.
+The printed jail.local bans with smban-nftables where fail2ban is set to
+ban with nftables (a banaction = nftables... line) or where the legacy
+iptables tools are missing, with smban-iptables otherwise.  jail.conf,
 jail.local and jail.d/ are never touched.  The list of what was installed
 (with checksums) is PREFIX/share/smban/manifest; uninstall removes those
 files (a file changed since is kept, and said so), the byte-code Python
@@ -50,13 +53,36 @@ maxretry = 5
 findtime = 10m
 bantime  = 1h
 action   = smban-engine.py[mode="%%(known/mode)s"]
-           smban-iptables.py[port="smtp,465,submission"]
+           %(ban)s[port="smtp,465,submission"]
 """
 
 
-def snippet(fail2ban_dir):
+def uses_nftables(fail2ban_dir):
+    """Whether this machine's fail2ban bans with nftables: a banaction line
+    of its configuration names an nftables action, or the legacy iptables
+    tools that smban-iptables' tables need are not installed while nft is."""
+    paths = [os.path.join(fail2ban_dir, n) for n in ("jail.conf", "jail.local")]
+    jd = os.path.join(fail2ban_dir, "jail.d")
+    if os.path.isdir(jd):
+        paths += [os.path.join(jd, n) for n in sorted(os.listdir(jd))
+                  if n.endswith((".conf", ".local"))]
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    key, eq, value = line.partition("=")
+                    if eq and key.strip() in ("banaction", "banaction_allports") \
+                            and value.strip().startswith("nftables"):
+                        return True
+        except OSError:
+            continue
+    return shutil.which("iptables-legacy") is None and shutil.which("nft") is not None
+
+
+def snippet(fail2ban_dir, config_dir=None):
     """The jail.local text for this machine's mail log: /var/log/maillog
-    (RHEL and friends), /var/log/mail.log (Debian's rsyslog) or journald."""
+    (RHEL and friends), /var/log/mail.log (Debian's rsyslog) or journald;
+    config_dir: where fail2ban_dir's files are now (under DESTDIR)."""
     for log in ("/var/log/maillog", "/var/log/mail.log"):
         if os.path.isfile(log):
             source = "logpath  = %s\nbackend  = auto" % log
@@ -67,7 +93,10 @@ def snippet(fail2ban_dir):
         source = ("# no mail log file here: read journald (only what sendmail's own\n"
                   "# unit wrote: a local user can log as any SYSLOG_IDENTIFIER)\n"
                   "backend  = systemd\njournalmatch = _SYSTEMD_UNIT=sendmail.service")
-    return SNIPPET % {"where": os.path.join(fail2ban_dir, "jail.local"), "source": source}
+    ban = "smban-nftables.py" if uses_nftables(config_dir or fail2ban_dir) \
+        else "smban-iptables.py"
+    return SNIPPET % {"where": os.path.join(fail2ban_dir, "jail.local"), "source": source,
+                      "ban": ban}
 
 
 class Failure(Exception):
@@ -219,12 +248,16 @@ def read_bytes(path):
 def package_files(pkg_dir):
     """(source, path relative to the package dir) of the smban package: its
     modules, its data and the extensions built for this interpreter (the
-    classifier and the ban backend: check() requires libiptc)."""
+    classifier and the iptables backend: check() requires libiptc; the
+    nftables backend where libnftables was there to build it)."""
     exts = [os.path.join(pkg_dir, mod + ext_suffix()) for mod in ("_core", "_iptc")]
     for ext in exts:
         if not os.path.isfile(ext):
             raise Failure("%s is not built for %s: run 'make build' (make install does)"
                           % (ext, sys.executable))
+    nft = os.path.join(pkg_dir, "_nft" + ext_suffix())
+    if os.path.isfile(nft):
+        exts.append(nft)
     out = []
     for dirpath, dirnames, filenames in os.walk(pkg_dir):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
@@ -246,7 +279,7 @@ def install(args):
     plan += [(os.path.join(ROOT, "filters", "smban.conf"),
               os.path.join(p["filter.d"], "smban.conf"))]
     plan += [(os.path.join(ROOT, "actions", a), os.path.join(p["action.d"], a))
-             for a in ("smban-engine.py", "smban-iptables.py")]
+             for a in ("smban-engine.py", "smban-iptables.py", "smban-nftables.py")]
     for _, dst in plan:
         if os.path.lexists(staged(args, dst)) and dst not in old:
             raise Failure("%s exists and was not installed by smban: move it away first"
@@ -301,7 +334,7 @@ def install(args):
     print("\nsmban is installed; fail2ban's jail files were not touched.  To use it, add "
           "this to jail.local\n(see the README for /var/log/maillog, /var/log/mail.log "
           "and journald), then run 'fail2ban-client reload':\n")
-    print(snippet(args.fail2ban_dir))
+    print(snippet(args.fail2ban_dir, staged(args, args.fail2ban_dir)))
 
 
 def edited(full, sha):
