@@ -310,14 +310,18 @@ static void error_line(smban_nft *h, const char *what, char err[SMBAN_ERR_LEN])
              what, h->table, h->set, line);
 }
 
+/* What a refusal was about (run's *why). */
+enum { NFT_OTHER = 0, NFT_MISSING = 1, NFT_EXISTS = 2 };
+
 /* Run cmd as one transaction; 0, or SMBAN_ENFT with the reason in err
- * (err may be NULL: a probe).  *missing (may be NULL) tells whether the
- * refusal was for an object or element that does not exist. */
-static int run(smban_nft *h, const char *cmd, const char *what, int *missing,
+ * (err may be NULL: a probe).  *why (may be NULL) tells whether the
+ * refusal was for an object or element that does not exist (NFT_MISSING)
+ * or one that does (NFT_EXISTS, "create"). */
+static int run(smban_nft *h, const char *cmd, const char *what, int *why,
                char err[SMBAN_ERR_LEN])
 {
-    if (missing)
-        *missing = 0;
+    if (why)
+        *why = NFT_OTHER;
     for (int attempt = 0;; attempt++) {
         /* reading a buffer rewinds it: what an earlier command printed
          * ("get element" prints what it found) must not be read as this
@@ -335,8 +339,10 @@ static int run(smban_nft *h, const char *cmd, const char *what, int *missing,
             h->st.retries++;
             continue;
         }
-        if (missing && e && strstr(e, "No such file or directory"))
-            *missing = 1;
+        if (why && e && strstr(e, "No such file or directory"))
+            *why = NFT_MISSING;
+        else if (why && e && (strstr(e, "File exists") || strstr(e, "overlaps")))
+            *why = NFT_EXISTS;      /* there, or inside a banned network */
         if (err)
             error_line(h, what, err);
         return SMBAN_ENFT;
@@ -368,7 +374,7 @@ static int listing(smban_nft *h, const char *kind, char **out, char err[SMBAN_ER
     snprintf(cmd, sizeof cmd, "list %s inet %s %s", kind, h->table, h->set);
     if ((rc = run(h, cmd, "list", &missing, err)) < 0) {
         /* a table that does not exist is "No such file or directory" too */
-        return missing ? 0 : rc;
+        return missing == NFT_MISSING ? 0 : rc;
     }
     const char *o = nft_ctx_get_output_buffer(h->ctx);
     if (!(*out = strdup(o ? o : ""))) {
@@ -572,8 +578,6 @@ out:
     return rc;
 }
 
-static void element(buf *b, const smban_addr *a, double timeout, int first);
-
 static int addr_cmp(const void *x, const void *y)
 {
     const smban_addr *a = x, *b = y;
@@ -582,33 +586,16 @@ static int addr_cmp(const void *x, const void *y)
     return memcmp(a->addr, b->addr, sizeof a->addr);
 }
 
-/* Which of addrs the set holds now (held[i] 1/0).  One address: asked of
- * the kernel ("get element", a lookup); more: one listing, sorted and
- * searched, so that a restore of many costs n log n, not n times the
- * set. */
+/* Which of addrs the set holds now (held[i] 1/0): one listing, sorted
+ * and searched, so that a restore of many costs n log n, not n times the
+ * set.  (nftables' own "get element" reads the whole set too.) */
 static int held_now(smban_nft *h, const smban_addr *addrs, size_t n, uint8_t *held,
                     char err[SMBAN_ERR_LEN])
 {
     char *text = NULL;
     smban_addr *v = NULL;
     size_t nv = 0;
-    int rc, missing;
-    if (n == 1) {
-        buf b = {0};
-        put(&b, "get element inet %s %s { ", h->table, h->set);
-        element(&b, &addrs[0], 0, 1);
-        put(&b, " }");
-        if (b.oom) {
-            snprintf(err, SMBAN_ERR_LEN, "out of memory");
-            return SMBAN_ENOMEM;
-        }
-        rc = run(h, b.p, "look up an address", &missing, err);
-        free(b.p);
-        if (rc < 0 && !missing)
-            return rc;
-        held[0] = rc == 0;
-        return 0;
-    }
+    int rc;
     if ((rc = listing(h, "set", &text, err)) < 0)
         return rc;
     if (text && (rc = elements(h, text, &v, &nv, err)) < 0) {
@@ -663,6 +650,9 @@ static void element(buf *b, const smban_addr *a, double timeout, int first)
         put(b, "%s%s", first ? "" : ", ", t);
 }
 
+/* batch()'s ban that fails, whole, when an element is there already. */
+#define OP_CREATE 3
+
 /* The timeout of addrs[i]'s element: timeouts[i], or the handle's. */
 static double timeout_of(const smban_nft *h, const double *timeouts, size_t i)
 {
@@ -680,7 +670,7 @@ static void element_list(smban_nft *h, buf *b, const char *verb, const smban_add
             continue;
         if (k == 0)
             put(b, "%s element inet %s %s { ", verb, h->table, h->set);
-        element(b, &addrs[i], strcmp(verb, "add") == 0 ? timeout_of(h, timeouts, i) : 0, k == 0);
+        element(b, &addrs[i], strcmp(verb, "delete") ? timeout_of(h, timeouts, i) : 0, k == 0);
         k++;
     }
     if (k)
@@ -692,15 +682,15 @@ static void element_list(smban_nft *h, buf *b, const char *verb, const smban_add
  * timeout) and "add element"; for an unban "delete element".  Only the
  * addresses with want[i]. */
 static int batch(smban_nft *h, int op, const smban_addr *addrs, size_t n, const uint8_t *want,
-                 const uint8_t *refresh, const double *timeouts, int *missing,
+                 const uint8_t *refresh, const double *timeouts, int *why,
                  char err[SMBAN_ERR_LEN])
 {
     buf b = {0};
-    if (op == SMBAN_OP_BAN) {
+    if (op == SMBAN_OP_BAN || op == OP_CREATE) {
         layout(h, &b);
         if (refresh)
             element_list(h, &b, "delete", addrs, n, refresh, NULL);
-        element_list(h, &b, "add", addrs, n, want, timeouts);
+        element_list(h, &b, op == OP_CREATE ? "create" : "add", addrs, n, want, timeouts);
     } else
         element_list(h, &b, "delete", addrs, n, want, NULL);
     int rc;
@@ -710,9 +700,67 @@ static int batch(smban_nft *h, int op, const smban_addr *addrs, size_t n, const 
     } else if (!b.n)
         rc = 0;
     else
-        rc = run(h, b.p, op == SMBAN_OP_BAN ? "ban" : "unban", missing, err);
+        rc = run(h, b.p, op == SMBAN_OP_UNBAN ? "unban" : "ban", why, err);
     free(b.p);
     return rc;
+}
+
+/* The optimistic transaction: every address new (a ban: "create", which
+ * fails whole when one is there), every address there (an unban), or the
+ * one address there (a refresh).  Cheap whatever the set's size: no
+ * listing.  Returns 1 when it settled the request (*changes set), 0 when
+ * the slow path must read the set, or a negative code. */
+static int fast_path(smban_nft *h, int op, const smban_addr *addrs, size_t n, uint8_t *want,
+                     const double *timeouts, int refresh, int *changes,
+                     char err[SMBAN_ERR_LEN])
+{
+    int why, rc;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += want[i];
+    if (op == SMBAN_OP_BAN && refresh) {
+        if (k != 1)
+            return 0;
+        /* the one address, deleted and added again with its new end */
+        rc = batch(h, SMBAN_OP_BAN, addrs, n, want, want, timeouts, &why, err);
+        if (rc == 0) {
+            *changes = 0;
+            memset(want, 0, n);         /* it was there: no change */
+            return 1;
+        }
+        if (why != NFT_MISSING)
+            return rc;
+        refresh = 0;                    /* it was not there: a plain ban */
+    }
+    if (op == SMBAN_OP_BAN) {
+        rc = batch(h, OP_CREATE, addrs, n, want, NULL, timeouts, &why, err);
+        if (rc == 0) {
+            *changes = (int)k;
+            return 1;
+        }
+        if (why != NFT_EXISTS)
+            return rc;
+        if (k > 1)
+            return 0;
+        /* the one address is there: a no-op, the layout repaired all the same */
+        memset(want, 0, n);
+        if ((rc = batch(h, SMBAN_OP_BAN, addrs, n, want, NULL, timeouts, NULL, err)) < 0)
+            return rc;
+        *changes = 0;
+        return 1;
+    }
+    rc = batch(h, SMBAN_OP_UNBAN, addrs, n, want, NULL, NULL, &why, err);
+    if (rc == 0) {
+        *changes = (int)k;
+        return 1;
+    }
+    if (why != NFT_MISSING)
+        return rc;
+    if (k > 1)
+        return 0;
+    memset(want, 0, n);                 /* the one address was not there */
+    *changes = 0;
+    return 1;
 }
 
 int smban_nft_apply(smban_nft *h, int op, const smban_addr *addrs, size_t n,
@@ -720,7 +768,7 @@ int smban_nft_apply(smban_nft *h, int op, const smban_addr *addrs, size_t n,
                     char err[SMBAN_ERR_LEN])
 {
     uint8_t *held = malloc(n ? n : 1), *want = malloc(n ? n : 1), *again = NULL;
-    int rc, missing, changes = 0;
+    int rc, why, changes = 0;
     if (!held || !want || (refresh && !(again = calloc(n ? n : 1, 1)))) {
         free(held);
         free(want);
@@ -729,47 +777,73 @@ int smban_nft_apply(smban_nft *h, int op, const smban_addr *addrs, size_t n,
     }
     pthread_mutex_lock(&nft_lock);
     h->st.requests++;
-    /* what is there decides which addresses change: a ban adds only the
-     * missing ones (refresh: and adds the others again, with their new
-     * timeout), an unban deletes only the present ones (nftables refuses
-     * to delete what is not there), each once */
-    if ((rc = held_now(h, addrs, n, held, err)) < 0)
-        goto out;
+    /* each address once */
     if ((rc = duplicates(addrs, n, want)) < 0) {
         snprintf(err, SMBAN_ERR_LEN, "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        int first = !want[i];
-        want[i] = first && (op == SMBAN_OP_BAN ? !held[i] : held[i]);
-        changes += want[i];
-        if (again && op == SMBAN_OP_BAN && first && held[i])
-            again[i] = want[i] = 1;
-    }
-    if (op == SMBAN_OP_UNBAN && !changes) {
-        rc = 0;
+    for (size_t i = 0; i < n; i++)
+        want[i] = !want[i];
+    if ((rc = fast_path(h, op, addrs, n, want, timeouts, refresh, &changes, err)) < 0)
         goto out;
-    }
-    rc = batch(h, op, addrs, n, want, again, timeouts, &missing, err);
-    if (rc < 0 && missing) {
-        /* an element expired (or another writer removed it) in between:
-         * read again and redo with what is there now */
+    if (rc == 0) {
+        /* some of them are there and some not: read the set.  A ban adds
+         * only the missing ones (refresh: and adds the others again, with
+         * their new timeout), an unban deletes only the present ones
+         * (nftables refuses to delete what is not there) */
         if ((rc = held_now(h, addrs, n, held, err)) < 0)
             goto out;
         changes = 0;
         for (size_t i = 0; i < n; i++) {
-            if (op == SMBAN_OP_UNBAN)
-                want[i] = want[i] && held[i];
-            else if (again && again[i] && !held[i])
-                again[i] = 0;           /* expired: a plain add, and new */
-            changes += op == SMBAN_OP_UNBAN ? want[i] : want[i] && !(again && again[i]);
+            int first = want[i];
+            want[i] = first && (op == SMBAN_OP_BAN ? !held[i] : held[i]);
+            changes += want[i];
+            if (again && op == SMBAN_OP_BAN && first && held[i])
+                again[i] = want[i] = 1;
         }
-        h->st.retries++;
-        rc = op == SMBAN_OP_BAN || changes
-             ? batch(h, op, addrs, n, want, again, timeouts, NULL, err) : 0;
+        if (op == SMBAN_OP_UNBAN && !changes)
+            rc = 0;
+        else
+            rc = batch(h, op, addrs, n, want, again, timeouts, &why, err);
+        if (rc < 0 && why == NFT_EXISTS && op == SMBAN_OP_BAN && !again) {
+            /* an address inside a banned network (an interval set refuses
+             * the overlap) or added by another writer in between: each on
+             * its own, those refused as there being no change */
+            changes = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (!want[i])
+                    continue;
+                uint8_t *one = held;
+                memset(one, 0, n);
+                one[i] = 1;
+                rc = batch(h, OP_CREATE, addrs, n, one, NULL, timeouts, &why, err);
+                if (rc < 0 && why != NFT_EXISTS)
+                    goto out;
+                want[i] = rc == 0;
+                changes += want[i];
+            }
+            rc = 0;
+        }
+        if (rc < 0 && why == NFT_MISSING) {
+            /* an element expired (or another writer removed it) in
+             * between: read again and redo with what is there now */
+            if ((rc = held_now(h, addrs, n, held, err)) < 0)
+                goto out;
+            changes = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (op == SMBAN_OP_UNBAN)
+                    want[i] = want[i] && held[i];
+                else if (again && again[i] && !held[i])
+                    again[i] = 0;       /* expired: a plain add, and new */
+                changes += op == SMBAN_OP_UNBAN ? want[i] : want[i] && !(again && again[i]);
+            }
+            h->st.retries++;
+            rc = op == SMBAN_OP_BAN || changes
+                 ? batch(h, op, addrs, n, want, again, timeouts, NULL, err) : 0;
+        }
+        if (rc < 0)
+            goto out;
     }
-    if (rc < 0)
-        goto out;
     h->st.commits++;
     if (op == SMBAN_OP_BAN && !h->printed[0])
         learn_printed(h);

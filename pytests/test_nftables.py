@@ -237,10 +237,18 @@ def test_a_large_restore_is_one_transaction(ns):
     ips = ["10.%d.%d.%d" % (i >> 16, (i >> 8) & 255, i & 255) for i in range(20000)]
     before = s.stats()["transactions"]
     assert s.ban_many(ips) == 20000
-    # a listing (which of them are there) and the batch
-    assert s.stats()["transactions"] - before == 2
+    # all new: one transaction ("create", which would fail whole otherwise)
+    assert s.stats()["transactions"] - before == 1
     assert s.check()["bans"] == 20000
+    # some there: the create refused, one listing, the batch of the others
+    before = s.stats()["transactions"]
     assert s.ban_many(ips[:10] + ["192.0.2.1"]) == 1
+    assert s.stats()["transactions"] - before == 3
+    # one address: no listing whatever the set's size
+    before = s.stats()["transactions"]
+    assert s.ban("192.0.2.2") is True and s.ban("192.0.2.2") is False
+    assert s.unban("192.0.2.2") is True and s.unban("192.0.2.2") is False
+    assert s.stats()["transactions"] - before == 1 + 2 + 1 + 1
 
 
 # ---- bad input ----
@@ -415,3 +423,15 @@ def test_bans_cli(ns):
     assert r.returncode == 2 and "smban:" in r.stderr
     r = _cli("check", "--chain", "absent")
     assert r.returncode == 1 and "absent" in r.stdout
+
+
+def test_an_address_inside_a_banned_network_is_no_change(ns):
+    """An interval set refuses an element that overlaps one it holds: the
+    address is covered already, so its ban changes nothing (and never
+    fails, which would queue it for retries for ever)."""
+    s = Set("t", PORTS, min_prefix=16)
+    s.start()
+    assert s.ban("192.0.2.0/24") is True
+    assert s.ban("192.0.2.7") is False
+    assert s.ban_many(["192.0.2.8", "198.51.100.1", "192.0.2.0/24"]) == 1
+    assert sorted(s.banned()) == ["192.0.2.0/24", "198.51.100.1"]
