@@ -26,9 +26,11 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stock_action import stock_action  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-F2B_CONFIG = "/etc/fail2ban"
 SIZES = (0, 1000, 10000)
 RESTORE = 20000
 PORTS = "25,465,587"
@@ -48,25 +50,12 @@ def _median_ms(fn, items):
 
 
 def _stock_action(legacy):
-    """fail2ban's iptables-multiport action, configured by fail2ban's reader:
-    on the legacy tables, or with its default iptables (iptables-nft)."""
-    from fail2ban.client.actionreader import ActionReader
-    from fail2ban.server.action import CommandAction
+    """fail2ban's iptables-multiport action: on the legacy tables, or with
+    its default iptables (iptables-nft)."""
     opts = {"port": PORTS}
     if legacy:
         opts["iptables"] = "iptables-legacy <lockingopt>"
-    r = ActionReader("iptables-multiport", "bench", opts, basedir=F2B_CONFIG)
-    if not r.read():
-        raise RuntimeError("cannot read fail2ban's iptables-multiport action")
-    r.getOptions({})
-    act = CommandAction(None, "iptables-multiport")
-    for cmd in r.convert():
-        if cmd[0] == "multi-set":
-            for k, v in cmd[4]:
-                setattr(act, k, v)
-        elif cmd[0] == "set" and len(cmd) == 6 and cmd[2] == "action":
-            setattr(act, cmd[4], cmd[5])
-    return act
+    return stock_action("iptables-multiport", opts)
 
 
 def _inner():

@@ -181,6 +181,10 @@ def main():
             print()
             sys.stdout.flush()
             subprocess.run([PY, ipt], cwd=ROOT, env=env, check=True)
+            sets = os.path.join(HERE, "sets_bench.py")
+            print()
+            sys.stdout.flush()
+            subprocess.run([PY, sets], cwd=ROOT, env=env, check=True)
 
     aud = os.path.join(HERE, "audit_bench.py")
     if os.path.exists(aud):
