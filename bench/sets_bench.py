@@ -121,21 +121,23 @@ def _connects(n, count):
     from smban.nftables import Set
 
     def rate(cli):
-        def go():
-            t = time.perf_counter()
-            refused = 0
-            for _ in range(count):
-                sk = socket.socket()
-                sk.settimeout(2)
-                try:
-                    sk.connect(("192.0.2.1", 25))
-                except ConnectionRefusedError:
-                    refused += 1
-                finally:
-                    sk.close()
-            assert refused == count, refused
-            return count / (time.perf_counter() - t)
-        return cli.call(go)
+        """The best of three runs: the machine's noise only ever slows one."""
+        return max(cli.call(go) for _ in range(3))
+
+    def go():
+        t = time.perf_counter()
+        refused = 0
+        for _ in range(count):
+            sk = socket.socket()
+            sk.settimeout(2)
+            try:
+                sk.connect(("192.0.2.1", 25))
+            except ConnectionRefusedError:
+                refused += 1
+            finally:
+                sk.close()
+        assert refused == count, refused
+        return count / (time.perf_counter() - t)
 
     os.environ["XTABLES_LOCKFILE"] = os.path.join(
         tempfile.mkdtemp(prefix="smban-bench-"), "xtables.lock")
@@ -187,15 +189,16 @@ def tables(ban_rows, conn_rows, count):
             format(r["bans"], ","), r["none"], r["nft"], 100 * r["nft"] / base["nft"],
             r["iptc"], 100 * r["iptc"] / base["iptc"]))
     out.append("")
-    out.append("(%d connection attempts from an unbanned address per figure, each a SYN "
-               "answered by a RST, through a veth pair between two namespaces.)" % count)
+    out.append("(each figure the best of 3 runs of %d connection attempts from an unbanned "
+               "address, each a SYN answered by a RST, through a veth pair between two "
+               "namespaces.)" % count)
     return "\n".join(out)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--bans", type=int, default=100000)
-    ap.add_argument("--connects", type=int, default=2000)
+    ap.add_argument("--connects", type=int, default=5000)
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.inner:
