@@ -214,10 +214,42 @@ def test_action_methods_as_fail2ban_calls_them():
             assert a._chains[4].check()["ok"]
             assert set(elements(name="other")) == set(ips[:3])
 
+            # a new name moves the bans, each keeping its end (read from
+            # fail2ban's ban list: a stand-in of it here)
+            class Ticket:
+                def __init__(self, ip):
+                    self.ip = ip
+
+                def getID(self):
+                    return self.ip
+
+                def getTime(self):
+                    return now
+
+                def getBanTime(self, default=None):
+                    return 600 if self.ip == ips[0] else -1
+
+            class BanManager:
+                def getBanTime(self):
+                    return 600
+
+                def __iter__(self):
+                    return iter([Ticket(ip) for ip in ips[:3]])
+
+            class Actions:
+                banManager = BanManager()
+
+            a._jail.actions = Actions()
+            a.reload(port="25,587", name="renamed")
+            assert elements(name="other") == {} and rules(name="other") is None
+            got = elements(name="renamed")
+            assert set(got) == set(ips[:3]) and got[ips[0]] is not None and 500 <= got[ips[0]] <= 600, got
+            assert got[ips[1]] is None and got[ips[2]] is None    # permanent bans
+
             assert a.flush() is True
-            assert elements(name="other") == {}
+            assert elements(name="renamed") == {}
             a.stop()
-            assert rules(name="other") is None and rules(6, name="other") is None
+            assert rules(name="renamed") is None and rules(6, name="renamed") is None
             with pytest.raises(ValueError):
                 mod.Action(Jail(), "x", port="25;flush ruleset")
     finally:

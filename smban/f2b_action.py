@@ -346,7 +346,9 @@ class BanAction(ActionBase):
                 nc = self._make(family)
                 if self._label(nc) != self._label(c):
                     nc.start()
-                    nc.ban_many(c.banned())
+                    moved = c.banned()
+                    # each with its end, as fail2ban's ban list gives it
+                    self._ban_many(nc, moved, self._jail_ends(moved))
                     c.stop()
                 else:
                     self._replace(family, c, nc)
