@@ -20,14 +20,13 @@ take minutes: their per-ban cost at 10,000 bans is in the table).
 """
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stock_action import stock_action  # noqa: E402
+from ban_bench_common import median_ms as _median_ms, stock_action  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -38,15 +37,6 @@ PORTS = "25,465,587"
 
 def _ips(prefix, n, start=0):
     return ["%s.%d.%d" % (prefix, (i >> 8) & 255, i & 255) for i in range(start, start + n)]
-
-
-def _median_ms(fn, items):
-    times = []
-    for it in items:
-        t = time.perf_counter()
-        fn(it)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
 
 
 def _stock_action(legacy):

@@ -22,14 +22,13 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stock_action import stock_action  # noqa: E402
+from ban_bench_common import median_ms as _median_ms, stock_action  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -39,15 +38,6 @@ PORTS = "25,465,587"
 def _ips(n, first=10):
     return ["%d.%d.%d.%d" % (first + (i >> 24), (i >> 16) & 255, (i >> 8) & 255, i & 255)
             for i in range(n)]
-
-
-def _median_ms(fn, items):
-    times = []
-    for it in items:
-        t = time.perf_counter()
-        fn(it)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
 
 
 def _stock_nftables():

@@ -1,8 +1,21 @@
-"""fail2ban's stock actions for the ban benchmarks, as fail2ban runs them:
-read from its own action.d by its ActionReader and run by its
-CommandAction (a shell per operation)."""
+"""What the ban benchmarks (iptables_bench.py, sets_bench.py) share:
+fail2ban's stock actions as fail2ban runs them (read from its own action.d
+by its ActionReader, run by its CommandAction: a shell per operation), and
+the median of one operation timed item by item."""
+import statistics
+import time
 
 F2B_CONFIG = "/etc/fail2ban"
+
+
+def median_ms(fn, items):
+    """fn(item) for each item, timed one by one: the median, in ms."""
+    times = []
+    for it in items:
+        t = time.perf_counter()
+        fn(it)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
 
 
 def stock_action(name, opts):
