@@ -13,7 +13,7 @@ SHELL := /bin/bash
 # Everything the project needs to build, test and benchmark, from Debian's archive.
 DEB_PKGS := build-essential pkg-config python3 python3-dev python3-setuptools \
             python3-pytest python3-hypothesis fail2ban libpcre2-dev libiptc-dev \
-            libnftables-dev nftables \
+            libnftables-dev nftables libipset-dev ipset \
             iptables iproute2 gcc clang-14 libclang-rt-14-dev valgrind \
             python3-systemd systemd-journal-remote \
             debhelper dh-python python3-all-dev fakeroot lintian
@@ -105,9 +105,9 @@ clean:
 # ---- ban backend (ext/README.md): plain-C unit tests of address and option parsing ----
 # (no table is touched: runs without root; the transactions are tested by pytest
 # in private network namespaces)
-IPTC_SRC := ext/addr.c ext/iptc_rule.c ext/iptc.c
-IPTC_HDR := ext/addr.h ext/backend.h ext/errors.h ext/iptc.h ext/iptc_impl.h
-IPTC_LIBS := $(shell pkg-config --libs libiptc 2>/dev/null) -lpthread
+IPTC_SRC := ext/addr.c ext/iptc_rule.c ext/iptc.c ext/iptc_set.c ext/ipset.c
+IPTC_HDR := ext/addr.h ext/backend.h ext/errors.h ext/iptc.h ext/iptc_impl.h ext/ipset.h
+IPTC_LIBS := $(shell pkg-config --libs libiptc libipset 2>/dev/null) -lpthread -lm
 .PHONY: ctest-iptc asan-iptc
 build/test_iptc: ext/test/test_iptc.c $(IPTC_SRC) $(IPTC_HDR)
 	@mkdir -p build

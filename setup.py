@@ -1,5 +1,6 @@
 """Build smban's C extensions: smban._core (the classifier, always),
-smban._iptc (the iptables ban backend, only where libiptc is) and
+smban._iptc (the iptables ban backend with its ipset mode, only where
+libiptc and libipset are) and
 smban._nft (the nftables ban backend, only where libnftables is): without
 a backend's library smban classifies, and its Python module says what is
 missing.
@@ -14,8 +15,10 @@ import subprocess
 
 from setuptools import Extension, setup
 
-#: The ban backend's files: the binding, the libiptc backend, addresses.
-IPTC_SOURCES = ["ext/addr.c", "ext/iptc.c", "ext/iptc_module.c", "ext/iptc_rule.c"]
+#: The ban backend's files: the binding, the libiptc backend and its set
+#: mode (libipset), addresses.
+IPTC_SOURCES = ["ext/addr.c", "ext/ipset.c", "ext/iptc.c", "ext/iptc_module.c",
+                "ext/iptc_rule.c", "ext/iptc_set.c"]
 #: The nftables backend's files.
 NFT_SOURCES = ["ext/addr.c", "ext/nft.c", "ext/nft_module.c"]
 
@@ -43,9 +46,9 @@ def extension(name, sources, pkgs):
 extensions = [extension("smban._core",
                         sorted(set(glob.glob("ext/*.c")) - set(IPTC_SOURCES) - set(NFT_SOURCES)),
                         ["libpcre2-8"])]
-if subprocess.run(["pkg-config", "--exists", "libiptc"]).returncode == 0 \
+if subprocess.run(["pkg-config", "--exists", "libiptc", "libipset"]).returncode == 0 \
         and all(os.path.exists(p) for p in IPTC_SOURCES):
-    extensions.append(extension("smban._iptc", IPTC_SOURCES, ["libiptc"]))
+    extensions.append(extension("smban._iptc", IPTC_SOURCES, ["libiptc", "libipset"]))
 if subprocess.run(["pkg-config", "--exists", "libnftables"]).returncode == 0 \
         and all(os.path.exists(p) for p in NFT_SOURCES):
     extensions.append(extension("smban._nft", NFT_SOURCES, ["libnftables"]))

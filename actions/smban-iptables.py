@@ -13,9 +13,17 @@ Options (strings, as fail2ban passes them):
     lockfile   xtables lock (default $XTABLES_LOCKFILE or /run/xtables.lock)
     lockwait   seconds to wait for that lock (default 10)
     cidr       0 (default): single addresses only; n: also networks of /n or longer
+    set        no (default): one rule per ban in the chain f2b-<name>;
+               yes: the bans in an ipset (f2b-<name>-v4, f2b-<name>-v6) that one
+               rule in the parent chain matches: a packet costs one hash
+               lookup and a ban one netlink message, whatever the number
+               of bans, and each ban expires in the kernel at its end (what
+               is left of it after a restart; the new end when fail2ban
+               prolongs it), even while fail2ban is down
 
 The rules go to the legacy iptables tables; see them with iptables-legacy-save
-or ``python3 -m smban bans list --chain NAME``.  One action serves IPv4 and
+or ``python3 -m smban bans list --chain NAME`` (set mode: ``ipset list`` or
+``python3 -m smban bans list --backend ipset --chain NAME``).  One action serves IPv4 and
 IPv6: each family's chain is created on its first ban.  Bans fail2ban
 restores from its database after a restart are applied in batches (one
 commit for everything queued), and ``fail2ban-client reload`` keeps the bans
@@ -55,6 +63,10 @@ except (ImportError, OSError) as e:   # what an unloadable extension raises
 else:
     IMPORT_ERROR = None
 
+#: The spellings of a yes/no option.
+_BOOL = {"yes": True, "true": True, "on": True, "1": True,
+         "no": False, "false": False, "off": False, "0": False}
+
 
 if IMPORT_ERROR is None:
     class SmbanIptables(BanAction):
@@ -70,11 +82,28 @@ if IMPORT_ERROR is None:
             "lockfile": "",
             "lockwait": "10",
             "cidr": "0",
+            "set": "no",
         }
-        PARTS = ("chain", "return", "jump")
 
         def _check_options(self, o):
             chain_name(o["name"])        # validates the length
+            v = o["set"].lower()
+            if v not in _BOOL:
+                raise ValueError("smban-iptables: set=%r: use yes or no" % o["set"])
+            o["set"] = _BOOL[v]
+
+        @property
+        def PARTS(self):
+            return ("set", "return", "rule") if self._opts["set"] else ("chain", "return", "jump")
+
+        @property
+        def FRESH(self):
+            # a set has no end to add: a layout made from nothing is set and rule
+            return ("set", "rule") if self._opts["set"] else self.PARTS
+
+        @property
+        def TIMED(self):
+            return self._opts["set"]  # set mode: elements expire in the kernel
 
         def _make(self, family):
             o = self._opts
@@ -82,11 +111,11 @@ if IMPORT_ERROR is None:
             return Chain(o["name"], o["port"], protocol=o["protocol"],
                          blocktype=o["blocktype"], family=family, parent=o["chain"],
                          lockfile=o["lockfile"] or None, lock_wait=float(o["lockwait"]),
-                         min_prefix=int(o["cidr"]))
+                         min_prefix=int(o["cidr"]), set=o["set"])
 
         @staticmethod
         def _label(c):
-            return c.chain
+            return c.set or c.chain
 
         def _replace(self, family, old, new):
             """A new port, protocol or parent chain replaces the jump rule (a

@@ -44,26 +44,18 @@ This file must not be named smban.py: fail2ban 1.0 registers an action
 module in sys.modules under its file name, which would shadow the package.
 """
 import sys
-import time
 
 from fail2ban.server.actions import ActionBase
 
 try:
-    from smban.f2b_action import BanAction, ban_end
+    from smban.f2b_action import BanAction
     from smban.nftables import Set
 except (ImportError, OSError) as e:   # what an unloadable extension raises
-    BanAction = Set = ban_end = None
+    BanAction = Set = None
     #: why smban is not available ("ModuleNotFoundError: No module named ...")
     IMPORT_ERROR = "%s: %s" % (type(e).__name__, e)
 else:
     IMPORT_ERROR = None
-
-
-def _timeouts(ends, now=None):
-    """Element timeouts for bans ending at ends (0: never); a ban already
-    past its end lives one second (fail2ban is about to lift it)."""
-    now = time.time() if now is None else now
-    return [0 if end is None else max(1, round(end - now)) for end in ends]
 
 
 if IMPORT_ERROR is None:
@@ -80,6 +72,7 @@ if IMPORT_ERROR is None:
             "cidr": "0",
         }
         PARTS = ("set", "chain", "rule")
+        TIMED = True                 # elements expire in the kernel
 
         def _make(self, family):
             o = self._opts
@@ -90,25 +83,6 @@ if IMPORT_ERROR is None:
         @staticmethod
         def _label(s):
             return "inet %s %s" % (s.table, s.set)
-
-        def _ban_many(self, obj, ips, ends):
-            return obj.ban_many(ips, timeout=_timeouts(ends))
-
-        @property
-        def _prolongable(self):
-            return True
-
-        def prolong(self, aInfo):
-            """fail2ban made a ban longer: its element gets the new end."""
-            ip = str(aInfo["ip"])
-            family = self._family(ip)
-            end = ban_end(aInfo)
-            try:
-                self._chain(family).ban_many([ip], timeout=_timeouts([end]), refresh=True)
-            except ValueError:
-                raise
-            except Exception as e:
-                self._failed(family, [ip], [end], e)
 
 
 class SmbanNftablesUnavailable(ActionBase):

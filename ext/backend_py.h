@@ -39,7 +39,7 @@ static inline PyObject *raise_core(int rc, const char *err)
     case SMBAN_ELOCK:
         PyErr_SetString(PyExc_TimeoutError, err);
         return NULL;
-    default:                        /* SMBAN_EIPTC, SMBAN_ENFT, SMBAN_ESYS */
+    default:                        /* SMBAN_EIPTC, SMBAN_EIPSET, SMBAN_ENFT, SMBAN_ESYS */
         PyErr_SetString(PyExc_OSError, err);
         return NULL;
     }
@@ -292,6 +292,95 @@ static inline PyObject *backend_stats(BackendObject *self, PyObject *Py_UNUSED(i
                          "retries", (unsigned long long)s.retries,
                          "requests", (unsigned long long)s.requests,
                          "grouped", (unsigned long long)s.grouped);
+}
+
+/* The timeouts of ban_many: None (NULL: the set's own), one number for
+ * all, or one per address; -1 with an exception. */
+static inline int backend_timeouts(PyObject *arg, size_t n, double **out)
+{
+    *out = NULL;
+    if (arg == Py_None)
+        return 0;
+    double *v = PyMem_RawMalloc((n ? n : 1) * sizeof *v);
+    if (!v) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject *seq = NULL;
+    if (PyNumber_Check(arg)) {
+        double t = PyFloat_AsDouble(arg);
+        if (t == -1 && PyErr_Occurred())
+            goto fail;
+        for (size_t i = 0; i < n; i++)
+            v[i] = t;
+    } else {
+        if (!(seq = PySequence_Fast(arg, "timeout must be None, a number or one per address")))
+            goto fail;
+        if ((size_t)PySequence_Fast_GET_SIZE(seq) != n) {
+            PyErr_Format(PyExc_ValueError, "%zd timeouts for %zu addresses",
+                         PySequence_Fast_GET_SIZE(seq), n);
+            goto fail;
+        }
+        for (size_t i = 0; i < n; i++) {
+            v[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, (Py_ssize_t)i));
+            if (v[i] == -1 && PyErr_Occurred())
+                goto fail;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!(v[i] >= 0 && v[i] <= 365.0 * 86400 * 100)) {
+            PyErr_Format(PyExc_ValueError, "timeout %g out of range (0: none)", v[i]);
+            goto fail;
+        }
+    Py_XDECREF(seq);
+    *out = v;
+    return 0;
+fail:
+    Py_XDECREF(seq);
+    PyMem_RawFree(v);
+    return -1;
+}
+
+/* A backend's apply with timeouts and refresh (nft.h, iptc.h set mode). */
+typedef int (*backend_timed_apply)(void *h, int op, const smban_addr *addrs, size_t n,
+                                   const double *timeouts, int refresh, uint8_t *results,
+                                   char err[SMBAN_ERR_LEN]);
+
+/* ban_many(ips, timeout=None, refresh=False) -> int: as backend_ban_many,
+ * each element living its timeout in the kernel; refresh: one already
+ * banned gets its new timeout too. */
+static inline PyObject *backend_ban_many_timed(BackendObject *self, PyObject *args,
+                                               PyObject *kwargs, backend_timed_apply apply)
+{
+    static char *kwlist[] = {"ips", "timeout", "refresh", NULL};
+    char err[SMBAN_ERR_LEN] = "";
+    PyObject *ips, *targ = Py_None;
+    int refresh = 0;
+    smban_addr *v;
+    double *t;
+    size_t n;
+    int rc;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|Op:ban_many", kwlist, &ips, &targ,
+                                     &refresh))
+        return NULL;
+    if (backend_addrs(self, ips, &v, &n) < 0)
+        return NULL;
+    if (backend_timeouts(targ, n, &t) < 0) {
+        PyMem_RawFree(v);
+        return NULL;
+    }
+    if (!n) {
+        PyMem_RawFree(t);
+        return PyLong_FromLong(0);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    rc = apply(self->h, SMBAN_OP_BAN, v, n, t, refresh, NULL, err);
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(v);
+    PyMem_RawFree(t);
+    if (rc < 0)
+        return raise_core(rc, err);
+    return PyLong_FromLong(rc);
 }
 
 static inline PyObject *backend_get_family(BackendObject *self, void *Py_UNUSED(closure))

@@ -1,6 +1,6 @@
 /*
  * errors.h — the error codes of smban's C code, shared by the classifier
- * core (smban.h) and the ban backends (backend.h, iptc.h, nft.h, addr.h).
+ * core (smban.h) and the ban backends (backend.h, iptc.h, ipset.h, nft.h, addr.h).
  *
  * A function of the core returns 0 (or a count) on success and one of these
  * negative codes on failure, with a message in a caller-owned
@@ -20,5 +20,6 @@
 #define SMBAN_EIPTC   (-21)    /* libiptc or the kernel refused; err says why */
 #define SMBAN_ESYS    (-22)    /* a system call failed (lock file, threads) */
 #define SMBAN_ENFT    (-23)    /* libnftables or the kernel refused; err says why */
+#define SMBAN_EIPSET  (-24)    /* libipset or the kernel refused a set operation */
 
 #endif

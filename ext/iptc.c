@@ -40,32 +40,13 @@
 #include <libiptc/libip6tc.h>
 
 #include "iptc_impl.h"
+#include "ipset.h"
 
 #define DEFAULT_LOCKFILE "/run/xtables.lock"
 
-typedef struct xtc_handle xh;
 
 /* ---- one table of function pointers per family ---- */
 
-typedef struct table_ops {
-    const char *tool;          /* for messages */
-    xh *(*init)(const char *);
-    void (*free)(xh *);
-    int (*commit)(xh *);
-    const char *(*strerror)(int);
-    int (*is_chain)(const char *, xh *);
-    int (*create_chain)(const char *, xh *);
-    int (*delete_chain)(const char *, xh *);
-    int (*flush_entries)(const char *, xh *);
-    const void *(*first_rule)(const char *, xh *);
-    const void *(*next_rule)(const void *, xh *);
-    const char *(*get_target)(const void *, xh *);
-    int (*insert_entry)(const char *, const void *, unsigned, xh *);
-    int (*append_entry)(const char *, const void *, xh *);
-    int (*delete_num_entry)(const char *, unsigned, xh *);
-    int (*check_entry)(const char *, const void *, unsigned char *, xh *);
-    int (*get_references)(unsigned *, const char *, xh *);
-} table_ops;
 
 /* Typed wrappers: libiptc's two libraries have the same shape with
  * different entry types; calling through cast function pointers would be
@@ -111,7 +92,7 @@ DEFINE_OPS(ip6tc, ip6t_entry, "ip6tables")
 static pthread_mutex_t iptc_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* Counters are bumped by leaders and read by anyone: relaxed atomics. */
-static void stat_add(uint64_t *v, uint64_t n)
+void smban_stat_add(uint64_t *v, uint64_t n)
 {
     __atomic_fetch_add(v, n, __ATOMIC_RELAXED);
 }
@@ -160,16 +141,31 @@ int smban_iptc_new(const smban_iptc_options *o, smban_iptc **out,
         return SMBAN_ENOMEM;
     }
     /* options and rules (iptc_rule.c), then what needs resources */
-    if ((rc = smban_rule_options(o, c, err)) < 0 || (rc = set_lockfile(o, c, err)) < 0
-        || (rc = init_queue(c, err)) < 0)
+    if ((rc = smban_rule_options(o, c, err)) < 0 || (rc = set_lockfile(o, c, err)) < 0)
+        goto fail;
+    if (c->set && (rc = smban_ipset_new(c->setname, c->family, c->min_prefix, &c->ipset,
+                                        err)) < 0)
+        goto fail;
+    if ((rc = init_queue(c, err)) < 0)
         goto fail;
     c->ops = c->family == 4 ? &iptc_table : &ip6tc_table;
     *out = c;
     return 0;
 fail:
+    smban_ipset_free(c->ipset);
     free(c->lockfile);
     free(c);
     return rc;
+}
+
+const smban_backend_ops *smban_iptc_ops(const smban_iptc *c)
+{
+    return c->set ? &smban_iptc_set_ops : &smban_iptc_backend;
+}
+
+const char *smban_iptc_set_name(const smban_iptc *c)
+{
+    return c->set ? c->setname : NULL;
 }
 
 static void op_free(void *h)
@@ -179,6 +175,7 @@ static void op_free(void *h)
         return;
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
+    smban_ipset_free(c->ipset);
     free(c->lockfile);
     free(c);
 }
@@ -262,7 +259,7 @@ static int lock_take(smban_iptc *c, char err[SMBAN_ERR_LEN])
 
 /* Message for a failed libiptc call: call it right after the failure,
  * before any other libiptc call (iptc_strerror reads a global). */
-static int iptc_fail(smban_iptc *c, const char *what, int e, char err[SMBAN_ERR_LEN])
+int smban_iptc_fail(smban_iptc *c, const char *what, int e, char err[SMBAN_ERR_LEN])
 {
     snprintf(err, SMBAN_ERR_LEN, "%s %s: %s: %s", c->ops->tool, c->chain, what,
              c->ops->strerror(e));
@@ -294,9 +291,9 @@ static void race_commit(smban_iptc *c)
 
 /* Modify the table: return <0 on error (err set), 0 when there is nothing
  * to commit, 1 to commit.  Called again from scratch on EAGAIN. */
-typedef int (*modify_fn)(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN]);
 
-static int transaction(smban_iptc *c, modify_fn fn, void *ctx, char err[SMBAN_ERR_LEN])
+int smban_iptc_transaction(smban_iptc *c, smban_modify_fn fn, void *ctx,
+                           char err[SMBAN_ERR_LEN])
 {
     int rc;
     pthread_mutex_lock(&iptc_mu);
@@ -307,9 +304,9 @@ static int transaction(smban_iptc *c, modify_fn fn, void *ctx, char err[SMBAN_ER
             rc = fd;
             break;
         }
-        stat_add(&c->stats.transactions, 1);
+        smban_stat_add(&c->stats.transactions, 1);
         if (!(h = c->ops->init("filter"))) {
-            rc = iptc_fail(c, "cannot read the filter table", errno, err);
+            rc = smban_iptc_fail(c, "cannot read the filter table", errno, err);
             close(fd);
             break;
         }
@@ -318,7 +315,7 @@ static int transaction(smban_iptc *c, modify_fn fn, void *ctx, char err[SMBAN_ER
             race_commit(c);
             if (!c->ops->commit(h)) {
                 int e = errno;
-                rc = iptc_fail(c, "commit failed", e, err);
+                rc = smban_iptc_fail(c, "commit failed", e, err);
                 c->ops->free(h);
                 close(fd);
                 /* EAGAIN: the table changed since our snapshot (a writer
@@ -330,13 +327,13 @@ static int transaction(smban_iptc *c, modify_fn fn, void *ctx, char err[SMBAN_ER
                  * landed commit is found done.  A rule the kernel really
                  * rejects fails every attempt and is reported. */
                 if ((e == EAGAIN || e == EINVAL) && attempt < c->retries) {
-                    stat_add(&c->stats.retries, 1);
+                    smban_stat_add(&c->stats.retries, 1);
                     sleep_us(1000L << (attempt < 6 ? attempt : 6));
                     continue;
                 }
                 break;
             }
-            stat_add(&c->stats.commits, 1);
+            smban_stat_add(&c->stats.commits, 1);
             rc = 0;
         }
         c->ops->free(h);
@@ -366,7 +363,7 @@ static int delete_jumps(smban_iptc *c, xh *h, char err[SMBAN_ERR_LEN])
         }
         for (int k = n - 1; k >= 0; k--) {
             if (!c->ops->delete_num_entry(c->parent, pos[k], h))
-                return iptc_fail(c, "cannot delete a stale jump rule", errno, err);
+                return smban_iptc_fail(c, "cannot delete a stale jump rule", errno, err);
         }
         total += n;
     } while (n == 64);
@@ -433,13 +430,13 @@ static int ensure_layout(smban_iptc *c, xh *h, int exists, int has_return, unsig
     }
     if (!exists) {
         if (!c->ops->create_chain(c->chain, h))
-            return iptc_fail(c, "cannot create the chain", errno, err);
+            return smban_iptc_fail(c, "cannot create the chain", errno, err);
         *rep |= SMBAN_LAYOUT_CHAIN;
         has_return = 0;
     }
     if (!has_return) {
         if (!c->ops->append_entry(c->chain, &c->ret, h))
-            return iptc_fail(c, "cannot append RETURN", errno, err);
+            return smban_iptc_fail(c, "cannot append RETURN", errno, err);
         *rep |= SMBAN_LAYOUT_RETURN;
     }
     memset(mask, 0xff, sizeof mask);
@@ -448,7 +445,7 @@ static int ensure_layout(smban_iptc *c, xh *h, int exists, int has_return, unsig
         if ((rc = delete_jumps(c, h, err)) < 0)
             return rc;
         if (!c->ops->insert_entry(c->parent, &c->jump, 0, h))
-            return iptc_fail(c, "cannot insert the jump rule", errno, err);
+            return smban_iptc_fail(c, "cannot insert the jump rule", errno, err);
         *rep |= SMBAN_LAYOUT_JUMP;
     }
     return 0;
@@ -625,7 +622,7 @@ static int apply_modify(smban_iptc *c, xh *h, void *vctx, char err[SMBAN_ERR_LEN
         if (ks.cur[bp.v[j].key])
             continue;
         if (!c->ops->delete_num_entry(c->chain, bp.v[j].pos, h)) {
-            rc = iptc_fail(c, "cannot delete a ban", errno, err);
+            rc = smban_iptc_fail(c, "cannot delete a ban", errno, err);
             goto done;
         }
         changes++;
@@ -641,7 +638,7 @@ static int apply_modify(smban_iptc *c, xh *h, void *vctx, char err[SMBAN_ERR_LEN
             continue;
         smban_rule_set_src(c, &c->ban, ks.key[k]);
         if (!c->ops->insert_entry(c->chain, &c->ban, 0, h)) {
-            rc = iptc_fail(c, "cannot insert a ban", errno, err);
+            rc = smban_iptc_fail(c, "cannot insert a ban", errno, err);
             goto done;
         }
         changes++;
@@ -660,7 +657,7 @@ static void run_batch(smban_iptc *c, struct request *batch)
     char err[SMBAN_ERR_LEN] = "";
     apply_ctx ctx = {batch};
     size_t n = 0;
-    int rc = transaction(c, apply_modify, &ctx, err);
+    int rc = smban_iptc_transaction(c, apply_modify, &ctx, err);
     for (struct request *r = batch; r; r = r->next) {
         n++;
         if (rc < 0) {
@@ -673,9 +670,9 @@ static void run_batch(smban_iptc *c, struct request *batch)
                 r->rc += r->res[i];
         }
     }
-    stat_add(&c->stats.requests, n);
+    smban_stat_add(&c->stats.requests, n);
     if (n > 1)
-        stat_add(&c->stats.grouped, n);
+        smban_stat_add(&c->stats.grouped, n);
 }
 
 static int op_apply(void *h, int op, const smban_addr *addrs, size_t n,
@@ -746,7 +743,7 @@ static int start_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN]
 static int op_start(void *c, unsigned *repaired, char err[SMBAN_ERR_LEN])
 {
     unsigned rep = 0;
-    int rc = transaction(c, start_modify, &rep, err);
+    int rc = smban_iptc_transaction(c, start_modify, &rep, err);
     if (repaired)
         *repaired = rc < 0 ? 0 : rep;
     return rc;
@@ -762,7 +759,7 @@ static int stop_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN])
     }
     if (c->ops->is_chain(c->chain, h)) {
         if (!c->ops->flush_entries(c->chain, h))
-            return iptc_fail(c, "cannot flush the chain", errno, err);
+            return smban_iptc_fail(c, "cannot flush the chain", errno, err);
         if (!c->ops->delete_chain(c->chain, h)) {
             int e = errno;
             if (e == EMLINK || e == ENOTEMPTY || e == EBUSY) {
@@ -772,7 +769,7 @@ static int stop_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN])
                          c->ops->strerror(e));
                 return SMBAN_EIPTC;
             }
-            return iptc_fail(c, "cannot delete the chain", e, err);
+            return smban_iptc_fail(c, "cannot delete the chain", e, err);
         }
         now++;
     }
@@ -783,7 +780,7 @@ static int stop_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN])
 static int op_stop(void *c, char err[SMBAN_ERR_LEN])
 {
     int removed = 0;
-    int rc = transaction(c, stop_modify, &removed, err);
+    int rc = smban_iptc_transaction(c, stop_modify, &removed, err);
     return rc < 0 ? rc : removed > 0;
 }
 
@@ -800,8 +797,10 @@ static int unjump_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN
 
 int smban_iptc_unjump(smban_iptc *c, char err[SMBAN_ERR_LEN])
 {
-    int removed = 0;
-    int rc = transaction(c, unjump_modify, &removed, err);
+    int removed = 0, rc;
+    if (c->set)
+        return smban_iptc_set_unjump(c, err);
+    rc = smban_iptc_transaction(c, unjump_modify, &removed, err);
     return rc < 0 ? rc : removed;
 }
 
@@ -815,16 +814,16 @@ static int flush_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN]
     if (!exists || (!now && has_return))
         return 0;
     if (!c->ops->flush_entries(c->chain, h))
-        return iptc_fail(c, "cannot flush the chain", errno, err);
+        return smban_iptc_fail(c, "cannot flush the chain", errno, err);
     if (!c->ops->append_entry(c->chain, &c->ret, h))
-        return iptc_fail(c, "cannot append RETURN", errno, err);
+        return smban_iptc_fail(c, "cannot append RETURN", errno, err);
     return 1;
 }
 
 static int op_flush(void *c, char err[SMBAN_ERR_LEN])
 {
     size_t bans = 0;
-    int rc = transaction(c, flush_modify, &bans, err);
+    int rc = smban_iptc_transaction(c, flush_modify, &bans, err);
     if (rc < 0)
         return rc;
     return bans > INT_MAX ? INT_MAX : (int)bans;
@@ -849,7 +848,7 @@ static int check_modify(smban_iptc *c, xh *h, void *ctx, char err[SMBAN_ERR_LEN]
 
 static int op_check(void *c, smban_backend_status *st, char err[SMBAN_ERR_LEN])
 {
-    return transaction(c, check_modify, st, err);
+    return smban_iptc_transaction(c, check_modify, st, err);
 }
 
 typedef struct {
@@ -886,7 +885,7 @@ static int list_modify(smban_iptc *c, xh *h, void *vctx, char err[SMBAN_ERR_LEN]
 static int op_list(void *c, smban_addr **out, size_t *n, char err[SMBAN_ERR_LEN])
 {
     list_ctx l = {NULL, 0, 0};
-    int rc = transaction(c, list_modify, &l, err);
+    int rc = smban_iptc_transaction(c, list_modify, &l, err);
     if (rc < 0) {
         free(l.v);
         *out = NULL;

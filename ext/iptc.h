@@ -10,6 +10,16 @@
  * ports, and one "-s ADDR/32 -j REJECT|DROP" rule per ban at the head of the
  * chain.  Nothing else in the table is ever touched.
  *
+ * Set mode (options.set): the bans are the elements of an ipset named
+ * <chain>-v4 or <chain>-v6 (hash:ip, or hash:net with min_prefix; every
+ * element with a timeout of its own, ipset.h), and the layout is one rule
+ * in the parent: "-p PROTO -m multiport --dports P -m set --match-set SET
+ * src -j REJECT|DROP".  A packet costs one hash lookup and a ban one
+ * netlink message, whatever the number of bans.  In backend.h's words the
+ * container is the set, it always ends as it must, and the jump is the
+ * rule; start() creates the set before the rule (the rule names it by the
+ * kernel's index), stop() removes the rule before the set.
+ *
  * Every change is one transaction: flock on the xtables lock (the lock
  * "iptables -w" takes), iptc_init, modify, iptc_commit, iptc_free, unlock;
  * the whole transaction is retried when the kernel answers EAGAIN.  Bans and
@@ -43,6 +53,7 @@ typedef struct {
     double lock_wait;          /* seconds to wait for the lock */
     int min_prefix;            /* 0: hosts only; n: networks of prefix >= n too */
     int retries;               /* whole-transaction retries on EAGAIN */
+    int set;                   /* set mode: the bans in an ipset (see below) */
 } smban_iptc_options;
 
 typedef struct smban_iptc smban_iptc;
@@ -64,8 +75,25 @@ void smban_iptc_options_default(smban_iptc_options *o);
 int smban_iptc_new(const smban_iptc_options *o, smban_iptc **out,
                    char err[SMBAN_ERR_LEN]);
 
-/* Remove the jump rules to our chain from the parent only, keeping the
- * chain and its bans (used when the parent chain changes).  Returns the
+/* The operations of c: smban_iptc_backend, or in set mode those of the
+ * set mode (the same shapes). */
+const smban_backend_ops *smban_iptc_ops(const smban_iptc *c);
+
+/* apply() with timeouts and refresh, for set mode (as smban_nft_apply,
+ * nft.h): timeouts[i] seconds for addrs[i] in the kernel (0 or NULL: none;
+ * longer than SMBAN_IPSET_TIMEOUT_MAX: none), refresh re-adds a banned
+ * address with its new timeout.  In chain mode timeouts and refresh are
+ * SMBAN_EINVAL. */
+int smban_iptc_apply(smban_iptc *c, int op, const smban_addr *addrs, size_t n,
+                     const double *timeouts, int refresh, uint8_t *results,
+                     char err[SMBAN_ERR_LEN]);
+
+/* The ipset's name in set mode, else NULL. */
+const char *smban_iptc_set_name(const smban_iptc *c);
+
+/* Remove the jump rules to our chain (set mode: the rules matching our
+ * set) from the parent only, keeping the chain or set and its bans (used
+ * when the parent chain changes).  Returns the
  * number of rules removed. */
 int smban_iptc_unjump(smban_iptc *c, char err[SMBAN_ERR_LEN]);
 

@@ -1,8 +1,9 @@
 /*
  * iptc_rule.c — what the iptables backend writes and reads back: the
  * options of a chain checked (names, protocol, ports, block type, limits),
- * the three rules made from them (the parent's jump, the chain's RETURN,
- * the ban), and the reading of a rule found in the table.
+ * the rules made from them (the parent's jump, the chain's RETURN, the
+ * ban; in set mode the parent's one rule matching the set), and the
+ * reading of a rule found in the table.
  *
  * No libiptc function is called here and no table is touched: rules are
  * laid out and read as the kernel's structures (ip_tables.h, ip6_tables.h).
@@ -22,6 +23,7 @@
 #include <strings.h>
 
 #include <linux/netfilter/xt_multiport.h>
+#include <linux/netfilter/xt_set.h>
 #include <linux/netfilter_ipv4/ipt_REJECT.h>
 #include <linux/netfilter_ipv6/ip6t_REJECT.h>
 
@@ -76,24 +78,85 @@ int smban_rule_is_plain(const smban_iptc *c, const void *e)
 
 /* ---- building rules ---- */
 
-/* Lay out an entry: header, optional multiport match, then a target of
- * tsize data bytes named tname.  *tdata gets the target's data area. */
+/* The match named name of rule e (a kernel entry), or NULL. */
+static const struct xt_entry_match *find_match(const smban_iptc *c, const void *e,
+                                               const char *name)
+{
+    const unsigned char *b = e;
+    size_t off = entry_size(c->family), end = c->family == 4
+        ? ((const struct ipt_entry *)e)->target_offset
+        : ((const struct ip6t_entry *)e)->target_offset;
+    while (off + sizeof(struct xt_entry_match) <= end) {
+        const struct xt_entry_match *m = (const struct xt_entry_match *)(b + off);
+        if (m->u.match_size < sizeof *m)
+            break;
+        if (!strncmp(m->u.user.name, name, sizeof m->u.user.name))
+            return m;
+        off += m->u.match_size;
+    }
+    return NULL;
+}
+
+int smban_rule_set_of(const smban_iptc *c, const void *e, uint16_t *index)
+{
+    const struct xt_entry_match *m = find_match(c, e, "set");
+    struct xt_set_info si;
+    /* every revision of the set match starts with the set's info */
+    if (!m || m->u.match_size < XT_ALIGN(sizeof *m) + sizeof si)
+        return 0;
+    memcpy(&si, m->data, sizeof si);
+    *index = si.index;
+    return 1;
+}
+
+void smban_rule_set_index(const smban_iptc *c, entry_buf *b, uint16_t index)
+{
+    struct xt_entry_match *m = (struct xt_entry_match *)find_match(c, b->b, "set");
+    struct xt_set_info si;
+    if (!m)
+        return;
+    memcpy(&si, m->data, sizeof si);
+    si.index = index;
+    memcpy(m->data, &si, sizeof si);
+}
+
+/* Append a match of data size dsize named name at *off of b. */
+static void *add_match(entry_buf *b, size_t *off, const char *name, uint8_t revision,
+                       const void *data, size_t dsize)
+{
+    struct xt_entry_match *m = (struct xt_entry_match *)(b->b + *off);
+    size_t msize = XT_ALIGN(sizeof *m) + XT_ALIGN(dsize);
+    m->u.match_size = (uint16_t)msize;
+    snprintf(m->u.user.name, sizeof m->u.user.name, "%s", name);
+    m->u.user.revision = revision;
+    memcpy(m->data, data, dsize);
+    *off += msize;
+    return m->data;
+}
+
+/* Lay out an entry: header, optional multiport match, optional set match
+ * (set mode: the source in our set, the index patched later), then a
+ * target of tsize data bytes named tname.  *tdata gets the target's data
+ * area. */
 static void build(const smban_iptc *c, entry_buf *b, uint16_t proto,
-                  const struct xt_multiport_v1 *mp, const char *tname,
+                  const struct xt_multiport_v1 *mp, int set, const char *tname,
                   size_t tsize, void **tdata)
 {
     size_t off = entry_size(c->family), toff;
     struct xt_entry_target *t;
 
     memset(b, 0, sizeof *b);
-    if (mp) {
-        struct xt_entry_match *m = (struct xt_entry_match *)(b->b + off);
-        size_t msize = XT_ALIGN(sizeof *m) + XT_ALIGN(sizeof *mp);
-        m->u.match_size = (uint16_t)msize;
-        strcpy(m->u.user.name, "multiport");
-        m->u.user.revision = 1;
-        memcpy(m->data, mp, sizeof *mp);
-        off += msize;
+    if (mp)
+        add_match(b, &off, "multiport", 1, mp, sizeof *mp);
+    if (set) {
+        /* revision 4, the one iptables (-S) reads back on current kernels:
+         * no counter conditions, no flags */
+        struct xt_set_info_match_v4 si;
+        memset(&si, 0, sizeof si);
+        si.match_set.index = IPSET_INVALID_ID;
+        si.match_set.dim = 1;
+        si.match_set.flags = IPSET_DIM_ONE_SRC;
+        add_match(b, &off, "set", 4, &si, sizeof si);
     }
     toff = off;
     t = (struct xt_entry_target *)(b->b + off);
@@ -347,30 +410,42 @@ static int check_block(const smban_iptc_options *o, smban_iptc *c, char err[SMBA
     return 0;
 }
 
-/* The three prebuilt rules, from c's checked options. */
-static void build_rules(smban_iptc *c, const struct xt_multiport_v1 *mp)
+/* A rule refusing what it matches: -j DROP or REJECT [--reject-with X]. */
+static void build_block(smban_iptc *c, entry_buf *b, uint16_t proto,
+                        const struct xt_multiport_v1 *mp, int set)
 {
     void *td;
-    /* -A PARENT -p PROTO [-m multiport --dports P] -j CHAIN */
-    build(c, &c->jump, c->proto, mp, c->chain, sizeof(int), &td);
-    /* -A CHAIN -j RETURN */
-    build(c, &c->ret, 0, NULL, "RETURN", sizeof(int), &td);
-    /* -I CHAIN -s ADDR [-p tcp] -j DROP|REJECT [--reject-with X] */
     if (c->block == SMBAN_BLOCK_DROP) {
-        build(c, &c->ban, 0, NULL, "DROP", sizeof(int), &td);
+        build(c, b, proto, mp, set, "DROP", sizeof(int), &td);
     } else if (c->family == 4) {
         struct ipt_reject_info ri = {c->block == SMBAN_BLOCK_TCP_RESET
                                      ? IPT_TCP_RESET : IPT_ICMP_PORT_UNREACHABLE};
-        build(c, &c->ban, c->block == SMBAN_BLOCK_TCP_RESET ? IPPROTO_TCP : 0,
-              NULL, "REJECT", sizeof ri, &td);
+        build(c, b, proto, mp, set, "REJECT", sizeof ri, &td);
         memcpy(td, &ri, sizeof ri);
     } else {
         struct ip6t_reject_info ri = {c->block == SMBAN_BLOCK_TCP_RESET
                                       ? IP6T_TCP_RESET : IP6T_ICMP6_PORT_UNREACH};
-        build(c, &c->ban, c->block == SMBAN_BLOCK_TCP_RESET ? IPPROTO_TCP : 0,
-              NULL, "REJECT", sizeof ri, &td);
+        build(c, b, proto, mp, set, "REJECT", sizeof ri, &td);
         memcpy(td, &ri, sizeof ri);
     }
+}
+
+/* The prebuilt rules, from c's checked options. */
+static void build_rules(smban_iptc *c, const struct xt_multiport_v1 *mp)
+{
+    void *td;
+    if (c->set) {
+        /* -I PARENT -p PROTO [-m multiport --dports P] -m set --match-set
+         * SET src -j DROP|REJECT [--reject-with X] */
+        build_block(c, &c->jump, c->proto, mp, 1);
+        return;
+    }
+    /* -A PARENT -p PROTO [-m multiport --dports P] -j CHAIN */
+    build(c, &c->jump, c->proto, mp, 0, c->chain, sizeof(int), &td);
+    /* -A CHAIN -j RETURN */
+    build(c, &c->ret, 0, NULL, 0, "RETURN", sizeof(int), &td);
+    /* -I CHAIN -s ADDR [-p tcp] -j DROP|REJECT [--reject-with X] */
+    build_block(c, &c->ban, c->block == SMBAN_BLOCK_TCP_RESET ? IPPROTO_TCP : 0, NULL, 0);
 }
 
 int smban_rule_options(const smban_iptc_options *o, smban_iptc *c, char err[SMBAN_ERR_LEN])
@@ -380,6 +455,9 @@ int smban_rule_options(const smban_iptc_options *o, smban_iptc *c, char err[SMBA
     if ((rc = check_names(o, c, err)) < 0 || (rc = check_match(o, c, &all_ports, &mp, err)) < 0
         || (rc = check_limits(o, c, err)) < 0 || (rc = check_block(o, c, err)) < 0)
         return rc;
+    c->set = o->set != 0;
+    if (c->set)                 /* a chain name leaves room for the suffix */
+        snprintf(c->setname, sizeof c->setname, "%s%s", c->chain, c->family == 4 ? "-v4" : "-v6");
     build_rules(c, all_ports ? NULL : &mp);
     return 0;
 }

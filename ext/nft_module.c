@@ -56,87 +56,16 @@ static PyObject *Set_check(SetObject *self, PyObject *Py_UNUSED(ignored))
     return backend_check(self, parts);
 }
 
-/* The timeouts of ban_many: None (NULL: the set's own), one number for
- * all, or one per address; -1 with an exception. */
-static int timeouts_of(PyObject *arg, size_t n, double **out)
+static int nft_apply(void *h, int op, const smban_addr *addrs, size_t n,
+                     const double *timeouts, int refresh, uint8_t *results,
+                     char err[SMBAN_ERR_LEN])
 {
-    *out = NULL;
-    if (arg == Py_None)
-        return 0;
-    double *v = PyMem_RawMalloc((n ? n : 1) * sizeof *v);
-    if (!v) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    PyObject *seq = NULL;
-    if (PyNumber_Check(arg)) {
-        double t = PyFloat_AsDouble(arg);
-        if (t == -1 && PyErr_Occurred())
-            goto fail;
-        for (size_t i = 0; i < n; i++)
-            v[i] = t;
-    } else {
-        if (!(seq = PySequence_Fast(arg, "timeout must be None, a number or one per address")))
-            goto fail;
-        if ((size_t)PySequence_Fast_GET_SIZE(seq) != n) {
-            PyErr_Format(PyExc_ValueError, "%zd timeouts for %zu addresses",
-                         PySequence_Fast_GET_SIZE(seq), n);
-            goto fail;
-        }
-        for (size_t i = 0; i < n; i++) {
-            v[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, (Py_ssize_t)i));
-            if (v[i] == -1 && PyErr_Occurred())
-                goto fail;
-        }
-    }
-    for (size_t i = 0; i < n; i++)
-        if (!(v[i] >= 0 && v[i] <= 365.0 * 86400 * 100)) {
-            PyErr_Format(PyExc_ValueError, "timeout %g out of range (0: none)", v[i]);
-            goto fail;
-        }
-    Py_XDECREF(seq);
-    *out = v;
-    return 0;
-fail:
-    Py_XDECREF(seq);
-    PyMem_RawFree(v);
-    return -1;
+    return smban_nft_apply(h, op, addrs, n, timeouts, refresh, results, err);
 }
 
-/* ban_many(ips, timeout=None, refresh=False) -> int: as the shared one,
- * each element living its timeout in the kernel; refresh: one already
- * banned gets its new timeout too. */
 static PyObject *Set_ban_many(SetObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"ips", "timeout", "refresh", NULL};
-    char err[SMBAN_ERR_LEN] = "";
-    PyObject *ips, *targ = Py_None;
-    int refresh = 0;
-    smban_addr *v;
-    double *t;
-    size_t n;
-    int rc;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|Op:ban_many", kwlist, &ips, &targ,
-                                     &refresh))
-        return NULL;
-    if (backend_addrs(self, ips, &v, &n) < 0)
-        return NULL;
-    if (timeouts_of(targ, n, &t) < 0) {
-        PyMem_RawFree(v);
-        return NULL;
-    }
-    if (!n) {
-        PyMem_RawFree(t);
-        return PyLong_FromLong(0);
-    }
-    Py_BEGIN_ALLOW_THREADS
-    rc = smban_nft_apply(self->h, SMBAN_OP_BAN, v, n, t, refresh, NULL, err);
-    Py_END_ALLOW_THREADS
-    PyMem_RawFree(v);
-    PyMem_RawFree(t);
-    if (rc < 0)
-        return raise_core(rc, err);
-    return PyLong_FromLong(rc);
+    return backend_ban_many_timed(self, args, kwargs, nft_apply);
 }
 
 static PyObject *Set_get_set(SetObject *self, void *Py_UNUSED(closure))

@@ -1,10 +1,11 @@
 """python3 -m smban bans list|flush|check --chain NAME [--family 4|6]
-                                        [--backend iptables|nftables]
+                                        [--backend iptables|ipset|nftables]
 
 With the iptables backend (smban-iptables) smban's bans live in the legacy
 iptables tables, which Debian's default iptables (iptables-nft) does not
-show; with the nftables backend (smban-nftables) in the sets of table inet
-smban.  This command reads them through the same backend the fail2ban
+show; in its set mode (smban-iptables with set=yes) in the ipsets
+f2b-NAME-v4/-v6 that one legacy iptables rule matches; with the nftables
+backend (smban-nftables) in the sets of table inet smban.  This command reads them through the same backend the fail2ban
 action uses.
 """
 import json
@@ -23,9 +24,9 @@ def register(subparsers):
                    help="jail name or chain name, e.g. smban or f2b-smban")
     p.add_argument("--family", choices=("4", "6"),
                    help="address family (default: both)")
-    p.add_argument("--backend", choices=("iptables", "nftables"), default="iptables",
-                   help="where the action bans: iptables (smban-iptables, the default) or "
-                        "nftables (smban-nftables)")
+    p.add_argument("--backend", choices=("iptables", "ipset", "nftables"), default="iptables",
+                   help="where the action bans: iptables (smban-iptables, the default), "
+                        "ipset (smban-iptables with set=yes) or nftables (smban-nftables)")
     p.add_argument("--table", default="smban", metavar="TABLE",
                    help="nftables: the inet table (default smban)")
     p.add_argument("--parent", default="INPUT", metavar="CHAIN",
@@ -33,6 +34,9 @@ def register(subparsers):
     p.add_argument("--port", default=None, metavar="PORTS",
                    help="check: also verify the jump rule matches these ports")
     p.add_argument("--protocol", default="tcp", help="with --port (default tcp)")
+    p.add_argument("--blocktype", default="REJECT",
+                   help="ipset, with --port: the rule's blocktype, as the action's option "
+                        "(default REJECT)")
     p.add_argument("--lockfile", default=None,
                    help="xtables lock (default $XTABLES_LOCKFILE or /run/xtables.lock)")
     p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
@@ -70,8 +74,9 @@ def _chains(args):
         name = chain_name(args.chain)
         families = (int(args.family),) if args.family else (4, 6)
         return [Chain(name, args.port or "all", protocol=args.protocol if args.port else "all",
-                      family=f, parent=args.parent, lockfile=args.lockfile,
-                      lock_wait=args.wait)
+                      blocktype=args.blocktype if args.port else "REJECT", family=f,
+                      parent=args.parent, lockfile=args.lockfile, lock_wait=args.wait,
+                      set=args.backend == "ipset")
                 for f in families]
     except ValueError as exc:
         raise cli.UsageError(str(exc))
@@ -79,11 +84,12 @@ def _chains(args):
 
 #: The parts of each backend's layout, as check() names them: the
 #: container of the bans, its end or hook, and what makes traffic reach it.
-PARTS = {"iptables": ("chain", "return", "jump"), "nftables": ("set", "chain", "rule")}
+PARTS = {"iptables": ("chain", "return", "jump"), "ipset": ("set", "return", "rule"),
+         "nftables": ("set", "chain", "rule")}
 
 
 def _name(c):
-    return c.chain if hasattr(c, "chain") else "inet %s %s" % (c.table, c.set)
+    return c.set or c.chain if hasattr(c, "chain") else "inet %s %s" % (c.table, c.set)
 
 
 def handler(args):
@@ -122,6 +128,8 @@ def handler(args):
         return rc
     what = {"return": "final RETURN", "jump": "jump rule from %s" % args.parent,
             "chain": "chain hooked at input", "rule": "the chain's rule"}
+    if args.backend == "ipset":
+        what["rule"] = "rule matching the set in %s" % args.parent
     for r in out:
         if args.action == "list":
             for ip in r["banned"]:
@@ -136,6 +144,6 @@ def handler(args):
             print("%s (IPv%d): %s; %d ban(s), %d %s(s)%s" % (
                 r["name"], r["family"], "ok" if r["ok"] else "BROKEN",
                 r["bans"], r["references"],
-                "jump rule" if args.backend == "iptables" else "rule naming the set",
+                {"iptables": "jump rule"}.get(args.backend, "rule naming the set"),
                 "; missing: " + ", ".join(what[k] for k in missing) if missing else ""))
     return rc

@@ -23,14 +23,17 @@ once:
 
 Each ban carries its end (the ticket's time plus its ban time, None for a
 permanent ban) through the queues, for a backend that hands the kernel a
-timeout (nftables).  No shell is ever run.
+timeout (nftables, iptables in set mode): there each element lives what
+is left of its ban, and a ban fail2ban prolongs gets its new end.  No
+shell is ever run.
 """
 import threading
 import time
 
 from fail2ban.server.actions import ActionBase
 
-__all__ = ["BanAction", "RETRY_MAX", "RETRY_FIRST", "RETRY_LAST", "ban_end"]
+__all__ = ["BanAction", "RETRY_MAX", "RETRY_FIRST", "RETRY_LAST", "ban_end",
+           "kernel_timeouts"]
 
 
 def ban_end(aInfo):
@@ -41,6 +44,13 @@ def ban_end(aInfo):
     except (KeyError, TypeError, ValueError):
         return None
     return None if length < 0 else start + length
+
+
+def kernel_timeouts(ends, now=None):
+    """Element timeouts for bans ending at ends (0: never); a ban already
+    past its end lives one second (fail2ban is about to lift it)."""
+    now = time.time() if now is None else now
+    return [0 if end is None else max(1, round(end - now)) for end in ends]
 
 
 #: Failed bans waiting for a retry, at most.
@@ -54,15 +64,22 @@ class BanAction(ActionBase):
 
     A subclass sets ACTION (its name, in log lines), DEFAULTS (its options
     and their defaults; "name" is the jail's), PARTS (what its backend's
-    start() and check() call the three parts of the layout), and defines
-    _make(family) (the backend object of a family, not started; a bad
-    option raises ValueError), _label(obj) (its name, for log lines) and,
-    where its backend needs them, _check_options(o), _ban_many(obj, ips,
-    ends), _replace(family, old, new) and _moved(old, new)."""
+    start() and check() call the three parts of the layout), FRESH (what
+    start() reports of a layout made from nothing; PARTS by default),
+    TIMED (its backend takes kernel timeouts: ban_many(ips, timeout=,
+    refresh=)), and defines _make(family) (the backend object of a family,
+    not started; a bad option raises ValueError), _label(obj) (its name,
+    for log lines) and, where its backend needs them, _check_options(o),
+    _replace(family, old, new) and _moved(old, new)."""
 
     ACTION = "smban"
     DEFAULTS = {}
     PARTS = ("chain", "return", "jump")
+    TIMED = False
+
+    @property
+    def FRESH(self):
+        return self.PARTS
 
     # The second positional parameter is the action name; fail2ban passes it
     # positionally, so an option called "name" does not collide with it.
@@ -109,7 +126,28 @@ class BanAction(ActionBase):
     def _ban_many(self, obj, ips, ends):
         """Ban ips (ends: when each ban ends, None: never) in one
         transaction; the number newly banned."""
+        if self.TIMED:
+            return obj.ban_many(ips, timeout=kernel_timeouts(ends))
         return obj.ban_many(ips)
+
+    @property
+    def _prolongable(self):
+        # fail2ban calls prolong() only on an action that says it can
+        return self.TIMED
+
+    def prolong(self, aInfo):
+        """fail2ban made a ban longer: its element gets the new end."""
+        if not self.TIMED:
+            return
+        ip = str(aInfo["ip"])
+        family = self._family(ip)
+        end = ban_end(aInfo)
+        try:
+            self._chain(family).ban_many([ip], timeout=kernel_timeouts([end]), refresh=True)
+        except ValueError:
+            raise
+        except Exception as e:
+            self._failed(family, [ip], [end], e)
 
     def _replace(self, family, old, new):
         """reload() with new options that keep the backend's name: new
@@ -125,7 +163,7 @@ class BanAction(ActionBase):
             if c is None:
                 c = self._make(family)
                 repaired = c.start()
-                if repaired and repaired != self.PARTS:
+                if repaired and tuple(repaired) != tuple(self.FRESH):
                     self._logSys.warning("[%s] %s (IPv%d): repaired %s", self._jail.name,
                                          self._label(c), family, ", ".join(repaired))
                 self._chains[family] = c

@@ -8,6 +8,10 @@
     c.unban("192.0.2.7")
     c.stop()                   # jump rule and chain removed
 
+    s = Chain("smban", "smtp,465", set=True)      # set mode: ipset f2b-smban-v4
+    s.start()                  # the set + one rule "-m set --match-set ... src"
+    s.ban_many(ips, timeout=600)                  # elements expire in the kernel
+
 The rules live in the *legacy* iptables tables (libiptc): list them with
 ``iptables-legacy-save`` or ``python3 -m smban bans list``; iptables-nft
 (Debian's ``iptables``) does not show them.
@@ -23,8 +27,15 @@ TimeoutError when another process holds the xtables lock longer than
 lock_wait seconds, OSError when libiptc or the kernel refuses (the message
 carries libiptc's reason).
 
-The C side is smban._iptc, built only where libiptc is; without it this
-module does not import (ImportError saying so) and smban still classifies.
+Set mode (``set=True``): the bans are the elements of an ipset
+(f2b-<name>-v4 or -v6; hash:ip, hash:net with min_prefix), matched by one
+rule in the parent chain, so a packet costs one hash lookup and a ban one
+netlink message whatever the number of bans; each element can carry its
+own timeout.  ``ipset list`` shows the set.
+
+The C side is smban._iptc, built only where libiptc and libipset are;
+without it this module does not import (ImportError saying so) and smban
+still classifies.
 
 One name per option from here down to C: ``name`` the jail, ``chain`` the
 chain smban owns (f2b-<name>), ``parent`` the chain holding the jump rule,
@@ -38,16 +49,20 @@ except ModuleNotFoundError as e:
     if e.name != "smban._iptc":
         raise
     raise ModuleNotFoundError(
-        "smban._iptc is not built: smban's ban backend needs libiptc when smban is "
-        "built (Debian: apt-get install libiptc-dev, then make build)",
+        "smban._iptc is not built: smban's ban backend needs libiptc and libipset when "
+        "smban is built (Debian: apt-get install libiptc-dev libipset-dev, then make build)",
         name=e.name) from e
 
 from smban.backend import family_number, ports_text
 
-__all__ = ["Chain", "chain_name", "MAX_CHAIN"]
+__all__ = ["Chain", "chain_name", "MAX_CHAIN", "SET_TIMEOUT_MAX"]
 
 #: The longest chain name the kernel accepts as a jump target.
 MAX_CHAIN = _iptc.CHAIN_MAX
+
+#: The longest timeout (seconds) an ipset element keeps; a longer ban gets
+#: none in the kernel and lives until it is unbanned.
+SET_TIMEOUT_MAX = _iptc.SET_TIMEOUT_MAX
 
 
 def chain_name(name):
@@ -73,7 +88,8 @@ class Chain:
     """One jail's chain in one address family.
 
     Chain(name, ports, protocol="tcp", blocktype="REJECT", family=4,
-          parent="INPUT", *, lockfile=None, lock_wait=10.0, min_prefix=0)
+          parent="INPUT", *, lockfile=None, lock_wait=10.0, min_prefix=0,
+          set=False)
 
     name       the jail name; the chain is f2b-<name> (at most MAX_CHAIN,
                28, characters)
@@ -86,6 +102,8 @@ class Chain:
     lockfile   the xtables lock; default $XTABLES_LOCKFILE or /run/xtables.lock
     lock_wait  seconds to wait for that lock before TimeoutError
     min_prefix 0: single addresses only; n: networks of prefix /n or longer too
+    set        set mode: the bans in the ipset f2b-<name>-v4/-v6, one rule in
+               the parent matching it (no chain of its own)
 
     Aliases kept for callers of earlier versions: ``chain=`` for parent
     (the ``chain`` attribute is the chain smban owns, f2b-<name>) and
@@ -96,7 +114,7 @@ class Chain:
 
     def __init__(self, name, ports, protocol="tcp", blocktype="REJECT", family=4,
                  parent=None, *, lockfile=None, lock_wait=10.0, min_prefix=None,
-                 chain=None, cidr=None):
+                 set=False, chain=None, cidr=None):
         self.name = str(name)
         self.ports = ports_text(ports)
         self.protocol = str(protocol).strip().lower()
@@ -106,16 +124,22 @@ class Chain:
                               parent=self.parent, protocol=self.protocol,
                               ports=self.ports, blocktype=self.blocktype,
                               lockfile=lockfile or None, lock_wait=float(lock_wait),
-                              min_prefix=int(_alias("min_prefix", min_prefix, "cidr", cidr, 0)))
+                              min_prefix=int(_alias("min_prefix", min_prefix, "cidr", cidr, 0)),
+                              set=bool(set))
 
     def __repr__(self):
-        return "<smban.iptables.Chain %s IPv%d ports=%s>" % (self.chain, self.family,
-                                                              self.ports)
+        return "<smban.iptables.Chain %s IPv%d ports=%s>" % (self.set or self.chain,
+                                                              self.family, self.ports)
 
     @property
     def chain(self):
         """The iptables chain name (f2b-<name>)."""
         return self._c.chain
+
+    @property
+    def set(self):
+        """Set mode: the ipset holding the bans (f2b-<name>-v4/-v6); else None."""
+        return self._c.set
 
     @property
     def family(self):
@@ -130,10 +154,17 @@ class Chain:
     def lockfile(self):
         return self._c.lockfile
 
+    @property
+    def parts(self):
+        """What start() and check() call the three parts of the layout:
+        ("chain", "return", "jump"); set mode ("set", "return", "rule")."""
+        return ("set", "return", "rule") if self.set else ("chain", "return", "jump")
+
     def start(self):
         """Create the chain, its final RETURN and the jump rule, or repair
         whichever is missing.  Returns the parts that were missing, a tuple
-        of "chain", "return", "jump" (empty when the layout was whole)."""
+        of "chain", "return", "jump" (empty when the layout was whole).
+        Set mode: the set, then the rule matching it ("set", "rule")."""
         return self._c.start()
 
     def ban(self, ip):
@@ -141,10 +172,17 @@ class Chain:
         Also repairs the layout in the same commit."""
         return self._c.ban(str(ip))
 
-    def ban_many(self, ips):
+    def ban_many(self, ips, timeout=None, refresh=False):
         """Ban every address of ips in one commit (all are validated first:
-        one bad address and nothing is banned).  Returns how many were new."""
-        return self._c.ban_many([str(ip) for ip in ips])
+        one bad address and nothing is banned).  Returns how many were new.
+        Set mode only: timeout, seconds each ban lives in the kernel (one
+        number or one per address; 0 or None: until unbanned; beyond
+        SET_TIMEOUT_MAX: until unbanned), and refresh, an address already
+        banned gets its new timeout."""
+        ips = [str(ip) for ip in ips]
+        if timeout is None and not refresh:
+            return self._c.ban_many(ips)
+        return self._c.ban_many(ips, timeout=timeout, refresh=bool(refresh))
 
     def unban(self, ip):
         """Unban one address.  True when it was banned, False otherwise."""
@@ -165,8 +203,9 @@ class Chain:
         return self._c.flush()
 
     def stop(self):
-        """Remove the jump rule and the chain with its bans.  True when there
-        was something to remove."""
+        """Remove the jump rule and the chain with its bans (set mode: the
+        rules of the parent matching the set, then the set).  True when
+        there was something to remove."""
         return self._c.stop()
 
     def unjump(self):
@@ -178,9 +217,11 @@ class Chain:
     def check(self):
         """Read the layout without changing it: a dict with "chain",
         "return", "jump" (bools: present), "references" (rules jumping to the
-        chain), "bans" (count) and "ok" (chain, return and jump present)."""
+        chain), "bans" (count) and "ok" (chain, return and jump present).
+        Set mode: "set", "return" (as "set"), "rule", "references" (rules
+        naming the set, anywhere)."""
         st = self._c.check()
-        st["ok"] = st["chain"] and st["return"] and st["jump"]
+        st["ok"] = all(st[p] for p in self.parts)
         return st
 
     def stats(self):
