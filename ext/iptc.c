@@ -675,13 +675,9 @@ static void run_batch(smban_iptc *c, struct request *batch)
         smban_stat_add(&c->stats.grouped, n);
 }
 
-static int op_apply(void *h, int op, const smban_addr *addrs, size_t n,
-                    uint8_t *results, char err[SMBAN_ERR_LEN])
+int smban_iptc_check_request(const smban_iptc *c, int op, const smban_addr *addrs, size_t n,
+                             char err[SMBAN_ERR_LEN])
 {
-    smban_iptc *c = h;
-    uint8_t one = 0;
-    struct request req = {op, addrs, n, results ? results : &one, 0, err, 0, NULL};
-
     if (op != SMBAN_OP_BAN && op != SMBAN_OP_UNBAN) {
         snprintf(err, SMBAN_ERR_LEN, "unknown operation %d", op);
         return SMBAN_EINVAL;
@@ -692,6 +688,19 @@ static int op_apply(void *h, int op, const smban_addr *addrs, size_t n,
             return SMBAN_EINVAL;
         }
     }
+    return 0;
+}
+
+static int op_apply(void *h, int op, const smban_addr *addrs, size_t n,
+                    uint8_t *results, char err[SMBAN_ERR_LEN])
+{
+    smban_iptc *c = h;
+    uint8_t one = 0;
+    struct request req = {op, addrs, n, results ? results : &one, 0, err, 0, NULL};
+    int rc;
+
+    if ((rc = smban_iptc_check_request(c, op, addrs, n, err)) < 0)
+        return rc;
     if (!results && n > 1 && !(req.res = calloc(n, 1))) {
         snprintf(err, SMBAN_ERR_LEN, "out of memory");
         return SMBAN_ENOMEM;

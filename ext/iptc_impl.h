@@ -104,6 +104,11 @@ int smban_iptc_transaction(smban_iptc *c, smban_modify_fn fn, void *ctx,
  * reason in a global). */
 int smban_iptc_fail(smban_iptc *c, const char *what, int e, char err[SMBAN_ERR_LEN]);
 
+/* An apply request's operation, and its addresses of c's family; 0 or
+ * SMBAN_EINVAL. */
+int smban_iptc_check_request(const smban_iptc *c, int op, const smban_addr *addrs, size_t n,
+                             char err[SMBAN_ERR_LEN]);
+
 /* A counter of c->stats, bumped from any thread. */
 void smban_stat_add(uint64_t *v, uint64_t n);
 

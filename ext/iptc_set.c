@@ -128,16 +128,8 @@ int smban_iptc_apply(smban_iptc *c, int op, const smban_addr *addrs, size_t n,
         }
         return smban_iptc_backend.apply(c, op, addrs, n, results, err);
     }
-    if (op != SMBAN_OP_BAN && op != SMBAN_OP_UNBAN) {
-        snprintf(err, SMBAN_ERR_LEN, "unknown operation %d", op);
-        return SMBAN_EINVAL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (addrs[i].family != c->family) {
-            snprintf(err, SMBAN_ERR_LEN, "address %zu is not IPv%d", i, c->family);
-            return SMBAN_EINVAL;
-        }
-    }
+    if ((rc = smban_iptc_check_request(c, op, addrs, n, err)) < 0)
+        return rc;
     smban_stat_add(&c->stats.requests, 1);
     smban_stat_add(&c->stats.transactions, 1);
     /* a ban repairs the layout: the set made, or checked to be ours (a

@@ -1,4 +1,5 @@
 """The lab's command line: python3 -m lab [--compare stock] [--quiet]
+[--ban iptables|ipset|nftables]
 (the package's docstring says what runs where).  Runs the scenario with the
 smban jail, then with fail2ban's stock jails if asked, and prints the
 tables and what they show."""
@@ -17,6 +18,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python3 -m lab", description=lab.__doc__.split("\n\n")[0])
     ap.add_argument("--compare", choices=["stock"], help="also run fail2ban's stock jails")
     ap.add_argument("--quiet", action="store_true", help="print the tables only")
+    ap.add_argument("--ban", choices=["iptables", "ipset", "nftables"], default="iptables",
+                    help="the smban jail's ban action: smban-iptables (default), its set "
+                         "mode, or smban-nftables")
     args = ap.parse_args(argv)
     why = why_unavailable()
     if why:
@@ -30,7 +34,7 @@ def main(argv=None):
             print("\n==== %s ====" % ("smban jail" if mode == "smban" else
                                       "fail2ban's stock sendmail-auth + sendmail-reject[mode=extra]"),
                   flush=True)
-        with Lab(mode, out=out) as the_lab:
+        with Lab(mode, out=out, ban=args.ban) as the_lab:
             results.append(the_lab.scenario())
     print()
     print("\n".join(table(results)))

@@ -14,6 +14,14 @@ from lab.common import ACTIONS, BANTIME, F2B_CONFIG, FINDTIME, MAXRETRY, ROOT, t
 PKG_PATH = os.path.dirname(os.path.dirname(os.path.abspath(smban.__file__)))
 
 
+#: The smban jail's ban action, by the name `python3 -m lab --ban` takes.
+BAN_ACTIONS = {
+    "iptables": 'smban-iptables.py[port="smtp", lockwait=5]',
+    "ipset": 'smban-iptables.py[port="smtp", lockwait=5, set="yes"]',
+    "nftables": 'smban-nftables.py[port="smtp"]',
+}
+
+
 class Fail2banServer:
     """fail2ban-server in the server namespace.  Owns its private
     configuration (fail2ban.conf with its own socket, pid file, database and
@@ -21,13 +29,17 @@ class Fail2banServer:
     fail2ban-client, and the bans its log records.
 
     mode "smban": the smban jail (filter smban, the smban-engine action when
-    `engine`, smban-iptables).  mode "stock": fail2ban's sendmail-auth and
+    `engine`, and the ban action BAN_ACTIONS[ban]: smban-iptables, its set
+    mode, or smban-nftables).  mode "stock": fail2ban's sendmail-auth and
     sendmail-reject[mode=extra] jails with iptables-multiport.  t0_wall:
     the wall-clock time the lab started, which ban times count from."""
 
-    def __init__(self, lab_dir, server, processes, mode, engine, t0_wall):
+    def __init__(self, lab_dir, server, processes, mode, engine, t0_wall, ban="iptables"):
         self.lab_dir, self.server, self.processes = lab_dir, server, processes
         self.mode, self.engine, self.t0_wall = mode, engine, t0_wall
+        if ban not in BAN_ACTIONS:
+            raise ValueError("ban action %r: one of %s" % (ban, ", ".join(BAN_ACTIONS)))
+        self.ban = ban
         self.dir = os.path.join(lab_dir, "f2b")
         self.env = dict(os.environ, PYTHONPATH=PKG_PATH,
                         XTABLES_LOCKFILE=os.path.join(lab_dir, "xtables.lock"))
@@ -60,11 +72,11 @@ class Fail2banServer:
     def _smban_jail(self, common):
         """jail.conf's text for the smban jail; its filter and actions copied."""
         d = self.dir
-        for a in ("smban-engine.py", "smban-iptables.py"):
+        for a in ("smban-engine.py", "smban-iptables.py", "smban-nftables.py"):
             if os.path.isfile(os.path.join(ACTIONS, a)):
                 shutil.copy(os.path.join(ACTIONS, a), os.path.join(d, "action.d"))
         shutil.copy(os.path.join(ROOT, "filters", "smban.conf"), os.path.join(d, "filter.d"))
-        actions = ['smban-iptables.py[port="smtp", lockwait=5]']
+        actions = [BAN_ACTIONS[self.ban]]
         if self.engine:
             actions.insert(0, 'smban-engine.py[mode="normal"]')
         return ("[smban]\n%sfilter = smban[mode=normal]\naction = %s\n"

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -170,3 +171,77 @@ def connect(host, port):
         return "refused"
     except socket.timeout:
         return "timeout"
+
+
+@contextlib.contextmanager
+def serving(family, ports):
+    """listen() on each port of the two_hosts() server address for the
+    block (entered in the server's namespace), closed at its end."""
+    listeners = [listen(family, p) for p in ports]
+    try:
+        yield
+    finally:
+        for sock, stop, t in listeners:
+            stop.set()
+            t.join()
+            sock.close()
+
+
+def refusal_story(cli, family, backend, expire=None):
+    """The packets a ban backend object must refuse and let through, seen
+    from the two_hosts() client: the jail's port (2525) open, refused once
+    the client is banned while another port (2526) stays open, open after
+    the unban and with someone else banned, and open once the backend is
+    stopped.  expire(ip), when given, bans ip for one second: the ban must
+    end in the kernel.  Run in the server's namespace, serving() both
+    ports."""
+    server_ip = "192.0.2.1" if family == 4 else "2001:db8::1"
+    client_ip = "192.0.2.2" if family == 4 else "2001:db8::2"
+    backend.start()
+    assert cli.call(connect, server_ip, 2525) == "ok"
+    backend.ban(client_ip)
+    assert cli.call(connect, server_ip, 2525) == "refused"
+    assert cli.call(connect, server_ip, 2526) == "ok"      # the jail's ports only
+    backend.unban(client_ip)
+    assert cli.call(connect, server_ip, 2525) == "ok"
+    backend.ban("192.0.2.200" if family == 4 else "2001:db8::200")
+    assert cli.call(connect, server_ip, 2525) == "ok"
+    if expire is not None:
+        expire(client_ip)
+        assert cli.call(connect, server_ip, 2525) == "refused"
+        end = time.monotonic() + 5
+        while time.monotonic() < end and cli.call(connect, server_ip, 2525) != "ok":
+            time.sleep(0.2)
+        assert cli.call(connect, server_ip, 2525) == "ok"
+    backend.ban(client_ip)
+    backend.stop()
+    assert cli.call(connect, server_ip, 2525) == "ok"      # stop lets all in
+
+
+def bans_beside_a_writer(ban, write, writes=300):
+    """ban() 100 addresses from each of two threads while write(i) runs in
+    a third, at most `writes` times, until the bans are done: another tool
+    changing the kernel's tables at the same moment.  Returns how many
+    writes were made."""
+    stop = threading.Event()
+    done = []
+
+    def writer():
+        while not stop.is_set() and len(done) < writes:
+            write(len(done))
+            done.append(1)
+
+    def banner(base):
+        for i in range(100):
+            ban("198.51.%d.%d" % (base, i))
+
+    t = threading.Thread(target=writer)
+    t.start()
+    bs = [threading.Thread(target=banner, args=(b,)) for b in (100, 101)]
+    for b in bs:
+        b.start()
+    for b in bs:
+        b.join()
+    stop.set()
+    t.join()
+    return len(done)

@@ -160,7 +160,8 @@ class Scenario:
         engine = "smban-engine + " if lab.engine else ""
         self.say("lab up in %s: sendmail on %s and %s in namespace %s, fail2ban jails %s (%s)" % (
             lab.dir, SERVER4, SERVER6, lab.network.server.name, ", ".join(self.fail2ban.jails()),
-            (engine + "smban-iptables") if lab.mode == "smban"
+            (engine + {"iptables": "smban-iptables", "ipset": "smban-iptables set = yes",
+                       "nftables": "smban-nftables"}[lab.ban]) if lab.mode == "smban"
             else "stock filters + iptables-multiport"))
         self.flush()
 

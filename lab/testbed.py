@@ -52,13 +52,16 @@ class Lab:
     timeline   what is printed as it happens (timeline.Timeline)
 
     mode "smban": the smban jail (filter smban, the smban-engine action when
-    actions/smban-engine.py exists, smban-iptables).  mode "stock":
+    actions/smban-engine.py exists, the ban action `ban`: smban-iptables
+    ("iptables", the default), its set mode ("ipset") or smban-nftables
+    ("nftables")).  mode "stock":
     fail2ban's sendmail-auth and sendmail-reject[mode=extra] jails with
     iptables-multiport (Debian 12's `iptables`, iptables-nft: inside the
     private namespace its rules are private too)."""
 
-    def __init__(self, mode="smban", out=print, engine=None):
+    def __init__(self, mode="smban", out=print, engine=None, ban="iptables"):
         self.mode = mode
+        self.ban = ban
         self.out = out
         self.engine = (os.path.isfile(os.path.join(ACTIONS, "smban-engine.py"))
                        if engine is None else engine)
@@ -107,7 +110,7 @@ class Lab:
         self.dns = ReverseDNS(self.network.server)
         self.sendmail.start()
         self.fail2ban = Fail2banServer(self.dir, self.network.server, self.processes,
-                                       self.mode, self.engine, self.t0_wall)
+                                       self.mode, self.engine, self.t0_wall, self.ban)
         self.fail2ban.start()
         self.clients = SmtpClients(self.network.internet)
         self.timeline = Timeline(self.out, self.mode, self.t0, self.sendmail.syslog,

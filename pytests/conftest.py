@@ -208,3 +208,27 @@ def _sanitized_build_in_use():
     if os.environ.get("SMBAN_SANITIZED"):
         assert os.sep + os.path.join("build", "asan") + os.sep in smban._core.__file__, \
             smban._core.__file__
+
+
+# ---- namespaces for the ban backends' tests (test_iptables.py and
+# test_fail2ban_e2e.py have their own, with an xtables lock of the test's) ----
+
+@pytest.fixture
+def ns():
+    """A private network namespace with lo up, entered for the test."""
+    from lab import netns
+    n = netns.Netns()
+    try:
+        with n.entered():
+            netns.link_up_lo()
+            yield n
+    finally:
+        n.close()
+
+
+@pytest.fixture
+def hosts():
+    """Two namespaces joined by a veth pair: (server, client) (lab/netns.py)."""
+    from lab import netns
+    with netns.two_hosts() as pair:
+        yield pair

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -29,17 +28,6 @@ pytestmark = pytest.mark.skipif(
 PORTS = "smtp,465,submission"
 RULE4 = ("-A INPUT -p tcp -m multiport --dports 25,465,587 -m set --match-set f2b-t-v4 src "
          "-j REJECT --reject-with tcp-reset")
-
-
-@pytest.fixture
-def ns():
-    n = netns.Netns()
-    try:
-        with n.entered():
-            netns.link_up_lo()
-            yield n
-    finally:
-        n.close()
 
 
 def run(*args, check=True):
@@ -245,76 +233,26 @@ def test_a_concurrent_writer_loses_nothing(ns):
     run("ipset", "create", "other", "hash:ip")
     c = tcp_reset()
     c.start()
-    stop = threading.Event()
-    added = []
 
-    def writer():
-        i = 0
-        while not stop.is_set() and i < 300:
-            run("ipset", "add", "other", "203.0.113.%d" % (i % 250), "-exist")
-            run("iptables-legacy", "-w", "-A", "OUTPUT", "-d", "203.0.113.%d" % (i % 250),
-                "-j", "ACCEPT")
-            added.append(i)
-            i += 1
+    def write(i):
+        run("ipset", "add", "other", "203.0.113.%d" % (i % 250), "-exist")
+        run("iptables-legacy", "-w", "-A", "OUTPUT", "-d", "203.0.113.%d" % (i % 250),
+            "-j", "ACCEPT")
 
-    def banner(base):
-        for i in range(100):
-            c.ban("198.51.%d.%d" % (base, i))
-
-    t = threading.Thread(target=writer)
-    t.start()
-    bs = [threading.Thread(target=banner, args=(b,)) for b in (100, 101)]
-    for b in bs:
-        b.start()
-    for b in bs:
-        b.join()
-    stop.set()
-    t.join()
+    writes = netns.bans_beside_a_writer(c.ban, write)
     assert len(c.banned()) == 200 and rules()[0] == RULE4
-    assert len([l for l in netns.save(4) if l.startswith("-A OUTPUT")]) == len(added)
+    assert len([l for l in netns.save(4) if l.startswith("-A OUTPUT")]) == writes
 
 
 # ---- packets ----
 
-@pytest.fixture
-def hosts():
-    with netns.two_hosts() as hosts:
-        yield hosts
-
-
 @pytest.mark.parametrize("family", [4, 6])
 def test_packets_refused_after_ban_and_allowed_after_unban(hosts, family):
     srv, cli = hosts
-    server_ip = "192.0.2.1" if family == 4 else "2001:db8::1"
-    client_ip = "192.0.2.2" if family == 4 else "2001:db8::2"
-    with srv.entered():
-        listeners = [netns.listen(family, p) for p in (2525, 2526)]
-        try:
-            c = Chain("t", "2525", blocktype="REJECT --reject-with tcp-reset", family=family,
-                      set=True)
-            c.start()
-            assert cli.call(netns.connect, server_ip, 2525) == "ok"
-            c.ban(client_ip)
-            assert cli.call(netns.connect, server_ip, 2525) == "refused"
-            assert cli.call(netns.connect, server_ip, 2526) == "ok"   # the jail's ports only
-            c.unban(client_ip)
-            assert cli.call(netns.connect, server_ip, 2525) == "ok"
-            c.ban("192.0.2.200" if family == 4 else "2001:db8::200")
-            assert cli.call(netns.connect, server_ip, 2525) == "ok"
-            c.ban_many([client_ip], timeout=1)
-            assert cli.call(netns.connect, server_ip, 2525) == "refused"
-            end = time.monotonic() + 5                                # expires in the kernel
-            while time.monotonic() < end and cli.call(netns.connect, server_ip, 2525) != "ok":
-                time.sleep(0.2)
-            assert cli.call(netns.connect, server_ip, 2525) == "ok"
-            c.ban(client_ip)
-            c.stop()
-            assert cli.call(netns.connect, server_ip, 2525) == "ok"   # stop lets all in
-        finally:
-            for sock, stop, t in listeners:
-                stop.set()
-                t.join()
-                sock.close()
+    with srv.entered(), netns.serving(family, (2525, 2526)):
+        c = Chain("t", "2525", blocktype="REJECT --reject-with tcp-reset", family=family,
+                  set=True)
+        netns.refusal_story(cli, family, c, expire=lambda ip: c.ban_many([ip], timeout=1))
 
 
 # ---- the command line ----

@@ -4,7 +4,8 @@ operator would see.
 
 The scenario runs once with the smban jail and once with fail2ban's stock
 sendmail-auth + sendmail-reject[mode=extra] jails (about 45 s each), red team
-included.  Needs root and the lab's packages (make lab-deps); skips naming
+included; and once more with the smban jail on each of the set backends
+(smban-iptables with set = yes, smban-nftables).  Needs root and the lab's packages (make lab-deps); skips naming
 what is missing.
 """
 import ipaddress
@@ -28,9 +29,9 @@ pytestmark = pytest.mark.skipif(testbed.why_unavailable() is not None,
 C = common.BY_NAME
 
 
-def _run(mode):
+def _run(mode, ban="iptables"):
     printed = []
-    with testbed.Lab(mode, out=printed.append) as the_lab:
+    with testbed.Lab(mode, out=printed.append, ban=ban) as the_lab:
         res = the_lab.scenario()
         left = {"dir": the_lab.dir, "nets": [n.name for n in the_lab.nets],
                 "pids": [p.pid for p in the_lab.procs]}
@@ -47,6 +48,11 @@ def smban_run():
 @pytest.fixture(scope="module")
 def stock_run():
     return _run("stock")
+
+
+@pytest.fixture(scope="module", params=["ipset", "nftables"])
+def set_run(request):
+    return _run("smban", ban=request.param)
 
 
 def lines_of(res, c):
@@ -94,6 +100,23 @@ def test_final_table_smban(smban_run):
     abusers = {C[n].addr for n in ("guesser", "guesser6", "pregreeter", "prober", "injector",
                                    "redteam", "redteam6")}
     assert {ip for _, ip in smban_run["bans"]} == abusers
+
+
+def test_the_story_with_each_set_backend(set_run):
+    """The same clients, the same verdicts, with the bans in a kernel set:
+    the abusers refused at TCP, the bank and the partner delivering, the
+    red team's named address never banned."""
+    r = set_run["clients"]
+    assert any(("smban-iptables set = yes" in l or "smban-nftables" in l)
+               for l in set_run["printed"]), set_run["printed"][:3]
+    assert r["bank-mta"]["delivered"] == set_run["bank_messages"]
+    for name in ("bank-mta", "partner-mta", "scanner", "dropper"):
+        assert not r[name]["banned"] and not r[name]["refused"], name
+    abusers = ("guesser", "guesser6", "pregreeter", "prober", "injector", "redteam", "redteam6")
+    for name in abusers:
+        assert r[name]["banned"] and r[name]["refused"], name
+    assert not set_run["injected_banned"]
+    assert {ip for _, ip in set_run["bans"]} == {C[n].addr for n in abusers}
 
 
 def test_smban_classes_of_the_real_lines(smban_run):

@@ -8,7 +8,6 @@ the tool an operator would use.
 import json
 import shutil
 import subprocess
-import threading
 import time
 
 import pytest
@@ -24,17 +23,6 @@ pytestmark = pytest.mark.skipif(
 
 PORTS = "smtp,465,submission"
 RULE4 = "ip saddr @f2b-t-v4 tcp dport { 25, 465, 587 } reject with tcp reset"
-
-
-@pytest.fixture
-def ns():
-    n = netns.Netns()
-    try:
-        with n.entered():
-            netns.link_up_lo()
-            yield n
-    finally:
-        n.close()
 
 
 def nft(*args, check=True):
@@ -303,76 +291,28 @@ def test_networks_need_min_prefix_and_clear_host_bits(ns):
 # ---- concurrency ----
 
 def test_a_concurrent_writer_loses_nothing(ns):
-    """The nft command adds and deletes rules of another table in a loop
-    while smban bans from two threads: every ban lands, every rule of the
-    other table too."""
+    """The nft command adds rules to another table in a loop while smban
+    bans from two threads: every ban lands, every rule of the other table
+    too."""
     nft("add", "table", "inet", "other")
     nft("add", "chain", "inet", "other", "c")
     s = Set("t", PORTS)
     s.start()
-    stop = threading.Event()
-    added = []
-
-    def writer():
-        i = 0
-        while not stop.is_set() and i < 400:
-            nft("add", "rule", "inet", "other", "c", "ip", "saddr", "203.0.113.%d" % (i % 250),
-                "counter")
-            added.append(i)
-            i += 1
-
-    def banner(base):
-        for i in range(100):
-            s.ban("198.51.%d.%d" % (base, i))
-
-    t = threading.Thread(target=writer)
-    t.start()
-    # (threads started here are in the namespace too)
-    bs = [threading.Thread(target=banner, args=(b,)) for b in (100, 101)]
-    for b in bs:
-        b.start()
-    for b in bs:
-        b.join()
-    stop.set()
-    t.join()
+    writes = netns.bans_beside_a_writer(
+        s.ban, lambda i: nft("add", "rule", "inet", "other", "c", "ip", "saddr",
+                             "203.0.113.%d" % (i % 250), "counter"), writes=400)
     assert len(s.banned()) == 200
-    assert len(chain_rules("c", "other")) == len(added)
+    assert len(chain_rules("c", "other")) == writes
 
 
 # ---- packets ----
 
-@pytest.fixture
-def hosts():
-    with netns.two_hosts() as hosts:
-        yield hosts
-
-
 @pytest.mark.parametrize("family", [4, 6])
 def test_packets_refused_after_ban_and_allowed_after_unban(hosts, family):
     srv, cli = hosts
-    server_ip = "192.0.2.1" if family == 4 else "2001:db8::1"
-    client_ip = "192.0.2.2" if family == 4 else "2001:db8::2"
-    with srv.entered():
-        listeners = [netns.listen(family, p) for p in (2525, 2526)]
-        try:
-            s = Set("t", "2525", family=family)
-            s.start()
-            assert cli.call(netns.connect, server_ip, 2525) == "ok"
-            s.ban(client_ip)
-            assert cli.call(netns.connect, server_ip, 2525) == "refused"
-            assert cli.call(netns.connect, server_ip, 2526) == "ok"   # the jail's ports only
-            s.unban(client_ip)
-            assert cli.call(netns.connect, server_ip, 2525) == "ok"
-            s.ban("192.0.2.200" if family == 4 else "2001:db8::200")
-            assert cli.call(netns.connect, server_ip, 2525) == "ok"
-            s.ban(client_ip)
-            s.stop()
-            assert cli.call(netns.connect, server_ip, 2525) == "ok"   # stop lets all in
-        finally:
-            for sock, stop, t in listeners:
-                stop.set()
-                t.join()
-                sock.close()
+    with srv.entered(), netns.serving(family, (2525, 2526)):
+        s = Set("t", "2525", family=family)
+        netns.refusal_story(cli, family, s, expire=lambda ip: s.ban_many([ip], timeout=1))
 
 
 def test_drop_times_out(hosts):
