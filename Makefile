@@ -203,6 +203,7 @@ uninstall:
 # ---- make lab: a throw-away sendmail under attack, in network namespaces ----
 #   make lab                 the smban jail: timeline and final table
 #   make lab COMPARE=stock   also fail2ban's stock sendmail jails, tables side by side
+#   make lab BAN=ipset       the smban jail banning into a kernel set (ipset or nftables)
 # lab/__init__.py says what runs where; everything is torn down at the end.
 # make lab-deps installs sendmail-bin and friends, refusing when another MTA is
 # installed, and never starts a system sendmail (lab/deps.sh).
@@ -210,7 +211,7 @@ uninstall:
 lab-deps:
 	@bash lab/deps.sh
 lab: deps lab-deps build
-	$(PY) -m lab $(if $(COMPARE),--compare $(COMPARE))
+	$(PY) -m lab $(if $(COMPARE),--compare $(COMPARE)) $(if $(BAN),--ban $(BAN))
 
 # ---- make deb: the Debian package (debian/), built from a copy of the tree ----
 # dpkg-buildpackage writes beside the source, so the source is a copy in
