@@ -207,13 +207,17 @@ uninstall:
 # lab/__init__.py says what runs where; everything is torn down at the end.
 # make lab-deps installs sendmail-bin and friends, refusing when another MTA is
 # installed, and never starts a system sendmail (lab/deps.sh).
-.PHONY: lab lab-deps cluster-deps
+.PHONY: lab lab-deps cluster-deps cluster
 lab-deps:
 	@bash lab/deps.sh
 # CrowdSec's LAPI and firewall bouncer (smban-crowdsec's tests, make cluster);
 # no CrowdSec service of the machine's is started or enabled
 cluster-deps:
 	@bash lab/crowdsec-deps.sh
+# two MX hosts, one ban list: mx1 bans and shares through the LAPI, mx2's
+# CrowdSec bouncer refuses the same guessers (lab/cluster.py)
+cluster: deps lab-deps cluster-deps build
+	$(PY) -m lab.cluster
 lab: deps lab-deps build
 	$(PY) -m lab $(if $(COMPARE),--compare $(COMPARE)) $(if $(BAN),--ban $(BAN))
 

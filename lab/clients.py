@@ -14,9 +14,10 @@ class SmtpClients:
     the internet namespace.  Owns the count of messages each client got
     accepted."""
 
-    def __init__(self, internet):
+    def __init__(self, internet, server4=SERVER4, server6=SERVER6, clients=CLIENTS):
         self.internet = internet
-        self.delivered = {c.name: 0 for c in CLIENTS}
+        self.server4, self.server6 = server4, server6     # the MX they talk to
+        self.delivered = {c.name: 0 for c in clients}
 
     def inside(self, fn, *args):
         """fn(*args) on a thread in the internet namespace."""
@@ -31,7 +32,7 @@ class SmtpClients:
             s.settimeout(timeout)
             s.bind((c.addr, 0))
             try:
-                s.connect((SERVER6 if c.family == 6 else SERVER4, 25))
+                s.connect((self.server6 if c.family == 6 else self.server4, 25))
             except (ConnectionRefusedError, OSError) as e:
                 s.close()
                 if isinstance(e, ConnectionRefusedError) or getattr(e, "errno", 0) in (111, 113):
@@ -43,7 +44,7 @@ class SmtpClients:
     def smtp(self, c, timeout=10):
         """An smtplib.SMTP session from c, or None when refused."""
         def body():
-            srv = SERVER6 if c.family == 6 else SERVER4
+            srv = self.server6 if c.family == 6 else self.server4
             try:
                 return smtplib.SMTP(srv, 25, local_hostname=c.ptr or "client.example",
                                     timeout=timeout, source_address=(c.addr, 0))

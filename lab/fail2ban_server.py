@@ -34,8 +34,10 @@ class Fail2banServer:
     sendmail-reject[mode=extra] jails with iptables-multiport.  t0_wall:
     the wall-clock time the lab started, which ban times count from."""
 
-    def __init__(self, lab_dir, server, processes, mode, engine, t0_wall, ban="iptables"):
+    def __init__(self, lab_dir, server, processes, mode, engine, t0_wall, ban="iptables",
+                 extra_actions=()):
         self.lab_dir, self.server, self.processes = lab_dir, server, processes
+        self.extra_actions = list(extra_actions)    # more action lines of the smban jail
         self.mode, self.engine, self.t0_wall = mode, engine, t0_wall
         if ban not in BAN_ACTIONS:
             raise ValueError("ban action %r: one of %s" % (ban, ", ".join(BAN_ACTIONS)))
@@ -72,11 +74,12 @@ class Fail2banServer:
     def _smban_jail(self, common):
         """jail.conf's text for the smban jail; its filter and actions copied."""
         d = self.dir
-        for a in ("smban-engine.py", "smban-iptables.py", "smban-nftables.py"):
+        for a in ("smban-engine.py", "smban-iptables.py", "smban-nftables.py",
+                  "smban-crowdsec.py"):
             if os.path.isfile(os.path.join(ACTIONS, a)):
                 shutil.copy(os.path.join(ACTIONS, a), os.path.join(d, "action.d"))
         shutil.copy(os.path.join(ROOT, "filters", "smban.conf"), os.path.join(d, "filter.d"))
-        actions = [BAN_ACTIONS[self.ban]]
+        actions = [BAN_ACTIONS[self.ban]] + self.extra_actions
         if self.engine:
             actions.insert(0, 'smban-engine.py[mode="normal"]')
         return ("[smban]\n%sfilter = smban[mode=normal]\naction = %s\n"

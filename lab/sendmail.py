@@ -77,8 +77,9 @@ class Sendmail:
     namespace (lab/mountns.py), the daemon, and its log: the lab's /dev/log
     (a SyslogReceiver) written to the maillog fail2ban watches."""
 
-    def __init__(self, lab_dir, server, processes):
+    def __init__(self, lab_dir, server, processes, addr4=SERVER4, addr6=SERVER6):
         self.dir, self.server, self.processes = lab_dir, server, processes
+        self.addr4, self.addr6 = addr4, addr6       # where it listens
         self.syslog = None
         self.proc = None
 
@@ -108,8 +109,8 @@ class Sendmail:
         self._write_tls()
         self._write_sasl()
         # sendmail.cf from the repository's .mc
-        cf = run("m4", "-D", "LAB_DIR=" + d, "-D", "LAB_ADDR4=" + SERVER4,
-                 "-D", "LAB_ADDR6=" + SERVER6, "-D", "_CF_DIR_=%s/" % SENDMAIL_CF_DIR,
+        cf = run("m4", "-D", "LAB_DIR=" + d, "-D", "LAB_ADDR4=" + self.addr4,
+                 "-D", "LAB_ADDR6=" + self.addr6, "-D", "_CF_DIR_=%s/" % SENDMAIL_CF_DIR,
                  os.path.join(SENDMAIL_CF_DIR, "m4", "cf.m4"), os.path.join(HERE, "sendmail.mc"))
         self._write("sendmail.cf", cf)
 
@@ -117,7 +118,7 @@ class Sendmail:
         """hosts, service.switch, nsswitch.conf and resolv.conf: what sendmail
         and the C library resolve names with."""
         hosts = ["127.0.0.1 localhost", "::1 localhost",
-                 "%s %s mx" % (SERVER4, MX), "%s %s" % (SERVER6, MX)]
+                 "%s %s mx" % (self.addr4, MX), "%s %s" % (self.addr6, MX)]
         hosts += ["%s %s" % (c.addr, c.ptr) for c in CLIENTS if c.ptr]
         # the other clients' sender domain: it must resolve (a 553 for a
         # sender domain that does not exist is a ban class of its own)
@@ -194,7 +195,7 @@ class Sendmail:
             if self.proc.poll() is not None:
                 break
             out = self.server.call(lambda: netns.run("ss", "-Hltn", env=plain_env()).stdout)
-            if "%s:25 " % SERVER4 in out and "[%s]:25 " % SERVER6 in out:
+            if "%s:25 " % self.addr4 in out and "[%s]:25 " % self.addr6 in out:
                 return
             time.sleep(0.1)
         raise RuntimeError("sendmail did not start listening: %s\n%s" % (

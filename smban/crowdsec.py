@@ -111,6 +111,17 @@ class Lapi:
         self.requests = 0               # HTTP requests made, for tests and benchmarks
 
     def _call(self, method, path, body=None, auth=True):
+        try:
+            return self._request(method, path, body, auth)
+        except LapiError as e:
+            # a token the LAPI no longer knows (it restarted: its signing
+            # key is new): log in again, once
+            if not (auth and e.args[0].startswith("HTTP 401")):
+                raise
+            self._token = None
+            return self._request(method, path, body, auth)
+
+    def _request(self, method, path, body, auth):
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         data = None
         if body is not None:
@@ -135,8 +146,8 @@ class Lapi:
                 detail = json.loads(detail).get("message", detail)
             except (ValueError, AttributeError):
                 pass
-            raise LapiError("%s %s: HTTP %d %s" % (method, path.split("?")[0], e.code,
-                                                  detail)) from None
+            raise LapiError("HTTP %d %s (%s %s)" % (e.code, detail, method,
+                                                   path.split("?")[0])) from None
         except ssl.SSLError as e:
             raise LapiError("TLS with %s failed: %s" % (self.creds.url, e)) from None
         except (urllib.error.URLError, OSError) as e:
