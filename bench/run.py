@@ -14,8 +14,8 @@ attacker's, three syslog framings).  On each, times every command R times
     Classifier.classify called per line from Python
 with the median and the range (min-max) of the runs, lines per second,
 peak memory, and the ratio to fail2ban-regex with sendmail-reject: command
-against command, median against median.  The ban backend's, the audit's
-and the engine's benchmarks follow.
+against command, median against median.  The ban backends', the sharing
+through CrowdSec's, the audit's and the engine's benchmarks follow.
 """
 import argparse
 import os
@@ -185,6 +185,10 @@ def main():
             print()
             sys.stdout.flush()
             subprocess.run([PY, sets], cwd=ROOT, env=env, check=True)
+            cs = os.path.join(HERE, "crowdsec_bench.py")
+            print()
+            sys.stdout.flush()
+            subprocess.run([PY, cs], cwd=ROOT, env=env, check=True)
 
     aud = os.path.join(HERE, "audit_bench.py")
     if os.path.exists(aud):

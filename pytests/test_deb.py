@@ -23,7 +23,8 @@ SITE = "/usr/lib/python3/dist-packages/smban"
 EDIT = "\n# edited by the administrator\n"
 CONFFILES = ["/etc/fail2ban/filter.d/smban.conf", "/etc/fail2ban/action.d/smban-engine.py",
              "/etc/fail2ban/action.d/smban-iptables.py",
-             "/etc/fail2ban/action.d/smban-nftables.py"]
+             "/etc/fail2ban/action.d/smban-nftables.py",
+             "/etc/fail2ban/action.d/smban-crowdsec.py"]
 MAKE_INSTALL_MANIFEST = "/usr/local/share/smban/manifest"
 
 pytestmark = [

@@ -50,7 +50,8 @@ def test_install_then_uninstall_leaves_only_what_was_there(stage):
     after = files_under(stage)
     for f in ("etc/fail2ban/filter.d/smban.conf", "etc/fail2ban/action.d/smban-engine.py",
               "etc/fail2ban/action.d/smban-iptables.py",
-              "etc/fail2ban/action.d/smban-nftables.py", SITE + "/smban/__init__.py",
+              "etc/fail2ban/action.d/smban-nftables.py",
+              "etc/fail2ban/action.d/smban-crowdsec.py", SITE + "/smban/__init__.py",
               SITE + "/smban/engine.py", "usr/local/share/smban/manifest"):
         assert f in after, f
     for ext in ("_core", "_iptc", "_nft"):     # the classifier and the ban backends

@@ -19,7 +19,8 @@ Where the package goes (Debian's layout):
                                without DESTDIR unless fail2ban's Python
                                imports from there).
 fail2ban's files: FAIL2BAN_DIR/filter.d/smban.conf and
-FAIL2BAN_DIR/action.d/smban-engine.py, smban-iptables.py, smban-nftables.py.
+FAIL2BAN_DIR/action.d/smban-engine.py, smban-iptables.py, smban-nftables.py,
+smban-crowdsec.py.
 The printed jail.local bans with smban-nftables where fail2ban is set to
 ban with nftables (a banaction = nftables... line) or where the legacy
 iptables tools are missing, with smban-iptables otherwise.  jail.conf,
@@ -279,7 +280,8 @@ def install(args):
     plan += [(os.path.join(ROOT, "filters", "smban.conf"),
               os.path.join(p["filter.d"], "smban.conf"))]
     plan += [(os.path.join(ROOT, "actions", a), os.path.join(p["action.d"], a))
-             for a in ("smban-engine.py", "smban-iptables.py", "smban-nftables.py")]
+             for a in ("smban-engine.py", "smban-iptables.py", "smban-nftables.py",
+                       "smban-crowdsec.py")]
     for _, dst in plan:
         if os.path.lexists(staged(args, dst)) and dst not in old:
             raise Failure("%s exists and was not installed by smban: move it away first"
