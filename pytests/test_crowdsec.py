@@ -3,6 +3,7 @@ Local API (Debian's crowdsec, run with a private configuration in a
 private network namespace: lab/crowdsec.py).  Root and crowdsec needed;
 skips naming what is missing."""
 import importlib.util
+import json
 import logging
 import os
 import time
@@ -141,6 +142,9 @@ def test_batches_never_block_and_survive_an_outage_and_a_restart(lapi, tmp_path)
     s.ban("203.0.113.7", 600, "smban/relay-denied", "relay-denied x1")
     assert wait_until(lambda: any("queued in %s" % qfile in l for l in log.lines))
     assert set(s.queued()) == {ips[0], "203.0.113.7"}
+    # already in the file, before any stop: a killed fail2ban loses nothing
+    with open(qfile) as f:
+        assert {json.loads(l)["ip"] for l in f} == {ips[0], "203.0.113.7"}
     s.stop(timeout=1)
     assert any("kept in %s" % qfile in l for l in log.lines)
     with open(qfile) as f:
