@@ -11,6 +11,7 @@
 #     services disabled at boot (the bouncer would write the machine's
 #     firewall).
 set -euo pipefail
+. "$(dirname "$0")/apt-quiet.sh"
 
 PKGS="crowdsec crowdsec-firewall-bouncer"
 
@@ -32,19 +33,8 @@ if [ ! -s /etc/crowdsec/online_api_credentials.yaml ]; then
     printf '# no Central API: written by smban (lab/crowdsec-deps.sh) before installing crowdsec\n' \
         > /etc/crowdsec/online_api_credentials.yaml
 fi
-guard=
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-    chmod 755 /usr/sbin/policy-rc.d
-    guard=1
-fi
 rc=0
-(
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends $missing >/dev/null
-) || rc=$?
-[ -z "$guard" ] || rm -f /usr/sbin/policy-rc.d
+apt_install_quietly $missing || rc=$?
 
 # (systemctl disable works without a running systemd: it removes the links)
 for unit in crowdsec.service crowdsec-firewall-bouncer.service; do

@@ -8,6 +8,7 @@
 # Keeps the package from starting a system sendmail (policy-rc.d during the
 # install) and checks that none runs after.
 set -euo pipefail
+. "$(dirname "$0")/apt-quiet.sh"
 
 PKGS="sendmail-bin sendmail-cf sasl2-bin libsasl2-modules openssl m4 iproute2 util-linux"
 
@@ -37,19 +38,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 echo "make lab-deps: installing$missing (no system sendmail will be started)"
-guard=
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-    chmod 755 /usr/sbin/policy-rc.d
-    guard=1
-fi
 rc=0
-(
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends $missing >/dev/null
-) || rc=$?
-[ -z "$guard" ] || rm -f /usr/sbin/policy-rc.d
+apt_install_quietly $missing || rc=$?
 
 # Debian's postinst may have started a daemon anyway (no policy-rc.d honoured,
 # or sendmailconfig): stop it, and keep it from starting at boot.

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.skipif(crowdsec.why_unavailable() is not None
                                            or netns.why_unavailable()))
 
 from smban.crowdsec import Credentials, Lapi, LapiError, Sharer, duration_text  # noqa: E402
+from test_iptables_action import wait_until  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACTION = os.path.join(ROOT, "actions", "smban-crowdsec.py")
@@ -46,15 +47,6 @@ def lapi(tmp_path):
 
 def creds(lapi, tmp_path, login="mx1"):
     return Credentials.read(lapi.credentials(str(tmp_path / ("%s.yaml" % login)), login))
-
-
-def wait_until(cond, timeout=15):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return cond()
 
 
 def values(lapi):
