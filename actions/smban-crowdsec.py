@@ -36,6 +36,7 @@ its next start are not pushed again.  No shell is ever run.
 """
 import socket
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -60,13 +61,12 @@ DEFAULTS = {
 }
 
 
-def classes_of(lines, ip):
+def classes_of(classifier, lines, ip):
     """Counter of the smban classes of the lines (fail2ban's matches of the
-    ban) that name ip; each line classified on its own."""
-    c = Classifier(mode="aggressive")
+    ban) that name ip."""
     found = Counter()
     for line in lines:
-        ev = c.classify(line)
+        ev = classifier.classify(line)
         if ev is not None and ev.ip == ip and ev.name:
             found[ev.name] += 1
     return found
@@ -96,6 +96,10 @@ class SmbanCrowdsec(ActionBase):
                              "positive number (%r, %r)" % (o["timeout"], o["maxqueue"]))
         self._opts = o
         self._host = socket.gethostname()
+        # one classifier for the action's life: making one compiles the rule
+        # table (milliseconds), classifying a ban's few lines takes microseconds
+        self._classifier = Classifier(mode="aggressive")
+        self._classify_lock = threading.Lock()
         self._creds_error = None
         try:
             creds = Credentials.read(o["credentials"])
@@ -133,7 +137,8 @@ class SmbanCrowdsec(ActionBase):
             lines = str(aInfo["matches"] or "").splitlines()
         except Exception:
             lines = []
-        found = classes_of(lines, ip)
+        with self._classify_lock:
+            found = classes_of(self._classifier, lines, ip)
         top = found.most_common(1)[0][0] if found else "ban"
         what = ", ".join("%s x%d" % kv for kv in found.most_common()) \
             or "%d failure(s)" % int(aInfo.get("failures") or 0)

@@ -280,3 +280,16 @@ def test_fail2ban_shares_its_bans_and_keeps_them_over_a_restart(f2b_lapi, lapi):
     assert f2b.wait_log("Jail 'smbantest' started")
     time.sleep(2)
     assert len(lapi.decisions()) == 2
+
+    # the LAPI down: a ban waits in the queue file through a restart of
+    # fail2ban, and reaches the LAPI when it is back
+    lapi.stop()
+    f2b.client("set", "smbantest", "banip", "198.51.100.9")
+    assert wait_until(lambda: "198.51.100.9" in open(os.path.join(f2b.dir,
+                                                                  "crowdsec.queue")).read())
+    f2b.client("stop")
+    time.sleep(0.5)
+    lapi.start()
+    f2b.start()
+    assert wait_until(lambda: "198.51.100.9" in values(lapi)), f2b.log()[-3000:]
+    assert len(lapi.decisions()) == 3
