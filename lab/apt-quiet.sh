@@ -1,6 +1,8 @@
-# Sourced by lab/deps.sh and lab/crowdsec-deps.sh: install Debian packages
-# without letting their maintainer scripts start a service.
+# Sourced by lab/deps.sh and lab/crowdsec-deps.sh: which Debian packages are
+# missing, and installing them without letting their maintainer scripts
+# start a service.
 #
+#   missing_packages PKG...       prints the ones not installed (" a b")
 #   apt_install_quietly PKG...    the exit status of apt-get
 #
 # A policy-rc.d that refuses every start is in place during the install
@@ -19,4 +21,12 @@ apt_install_quietly() {
     ) || rc=$?
     [ -z "$guard" ] || rm -f /usr/sbin/policy-rc.d
     return "$rc"
+}
+
+missing_packages() {
+    local p out=
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'ok installed' || out="$out $p"
+    done
+    printf '%s' "$out"
 }

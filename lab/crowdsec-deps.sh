@@ -15,10 +15,7 @@ set -euo pipefail
 
 PKGS="crowdsec crowdsec-firewall-bouncer"
 
-missing=
-for p in $PKGS; do
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
-done
+missing=$(missing_packages $PKGS)
 if [ -z "$missing" ]; then
     exit 0
 fi

@@ -12,10 +12,7 @@ set -euo pipefail
 
 PKGS="sendmail-bin sendmail-cf sasl2-bin libsasl2-modules openssl m4 iproute2 util-linux"
 
-missing=
-for p in $PKGS; do
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
-done
+missing=$(missing_packages $PKGS)
 if [ -z "$missing" ]; then
     exit 0
 fi

@@ -232,3 +232,14 @@ def hosts():
     from lab import netns
     with netns.two_hosts() as pair:
         yield pair
+
+
+def load_action_file(name):
+    """actions/<name>.py as fail2ban loads it: a module from a file path."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "actions", name + ".py")
+    spec = importlib.util.spec_from_file_location(name.replace("-", "_") + "_action", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

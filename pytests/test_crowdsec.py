@@ -2,7 +2,6 @@
 Local API (Debian's crowdsec, run with a private configuration in a
 private network namespace: lab/crowdsec.py).  Root and crowdsec needed;
 skips naming what is missing."""
-import importlib.util
 import json
 import logging
 import os
@@ -10,6 +9,7 @@ import time
 
 import pytest
 
+from conftest import load_action_file
 from lab import crowdsec, netns
 
 pytestmark = pytest.mark.skipif(crowdsec.why_unavailable() is not None
@@ -175,10 +175,7 @@ def test_the_queue_is_bounded_and_the_latest_operation_wins(tmp_path):
 # ---- the fail2ban action ----
 
 def load_action():
-    spec = importlib.util.spec_from_file_location("smban_crowdsec_action", ACTION)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_action_file("smban-crowdsec")
 
 
 class Jail:

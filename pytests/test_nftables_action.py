@@ -5,7 +5,6 @@ Everything runs inside private network namespaces; the sets are read back
 with the nft command.
 """
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ import time
 import pytest
 
 from lab import netns
-from conftest import f2b_dist_params
+from conftest import f2b_dist_params, load_action_file
 from test_iptables_action import Fail2ban, PKG_PATH, wait_until
 
 pytest.importorskip("smban.nftables", reason="smban._nft not built (libnftables-dev)")
@@ -159,10 +158,7 @@ def test_bad_option_fails_the_jail_loudly(tmp_path):
 
 
 def load_action():
-    spec = importlib.util.spec_from_file_location("smban_nftables_action", ACTION)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_action_file("smban-nftables")
 
 
 class Jail:
