@@ -418,6 +418,12 @@ static const char *g_angle(const char *p, const char *e, int depth);
 static const char *g_units(int ctx, const char *p, const char *e, int depth)
 {
     while (p < e) {
+        /* a character no context stops at opens no structure either (the
+         * openers and the backslash are in g_stops): ordinary everywhere */
+        if (!g_stops[(unsigned char)*p]) {
+            p++;
+            continue;
+        }
         const char *q = NULL;
         unsigned char ch = (unsigned char)*p;
         if (ctx >= G_ANGLE && ch == '"')
@@ -846,44 +852,47 @@ static long qid_pid(smban_span qid)
     return pid;
 }
 
-/* Validate and normalise an address: sets ev->family, addr and ip. */
+/* Validate and normalise an address: sets ev->family and addr. */
 static void set_ip(smban_event *ev, const char *p, size_t n)
 {
-    char buf[64];
-    if (n == 0 || n >= sizeof buf)
+    if (n == 0 || n >= 64)
         return;
-    memcpy(buf, p, n);
-    buf[n] = '\0';
-    if (!memchr(buf, ':', n)) {
-        /* dotted quad, as inet_pton takes it: 4 parts of 1-3 digits, no
-         * leading zero, each <= 255 */
-        const char *q = buf, *e = buf + n;
-        for (int part = 0; part < 4; part++) {
-            unsigned v, d;
-            if (part && (q >= e || *q++ != '.'))
-                return;
-            if (q >= e || (d = (unsigned)(*q - '0')) > 9)
-                return;
-            v = d;
+    /* dotted quad, as inet_pton takes it: 4 parts of 1-3 digits, no
+     * leading zero, each <= 255 (read in place: most addresses are) */
+    const char *q = p, *e = p + n;
+    int part;
+    for (part = 0; part < 4; part++) {
+        unsigned v, d;
+        if (part && (q >= e || *q++ != '.'))
+            break;
+        if (q >= e || (d = (unsigned)(*q - '0')) > 9)
+            break;
+        v = d;
+        q++;
+        if (v && q < e && (d = (unsigned)(*q - '0')) <= 9) {
+            v = v * 10 + d;
             q++;
-            if (v && q < e && (d = (unsigned)(*q - '0')) <= 9) {
+            if (q < e && (d = (unsigned)(*q - '0')) <= 9) {
                 v = v * 10 + d;
                 q++;
-                if (q < e && (d = (unsigned)(*q - '0')) <= 9) {
-                    v = v * 10 + d;
-                    q++;
-                }
             }
-            if (v > 255)
-                return;
-            ev->addr[part] = (uint8_t)v;
         }
-        if (q != e)
-            return;
+        if (v > 255)
+            break;
+        ev->addr[part] = (uint8_t)v;
+    }
+    if (part == 4 && q == e) {
         memset(ev->addr + 4, 0, 12);
         ev->family = 4;
         return;
     }
+    /* not a dotted quad: IPv6 when it holds a colon (inet_pton wants a
+     * string) */
+    char buf[64];
+    if (!memchr(p, ':', n))
+        return;
+    memcpy(buf, p, n);
+    buf[n] = '\0';
     if (inet_pton(AF_INET6, buf, ev->addr) != 1)
         return;
     ev->family = 6;
@@ -995,7 +1004,7 @@ static int dispatch(smban_classifier *c, const char *s, size_t n, groups *g)
 static int program_allowed(const smban_classifier *c, const char *p, size_t n)
 {
     for (size_t i = 0; i < c->nprog; i++)
-        if (c->prog_len[i] == n && memcmp(c->prog[i], p, n) == 0)
+        if (c->prog_len[i] == n && has_prefix(p, c->prog[i], n))
             return 1;
     return 0;
 }
@@ -1131,8 +1140,8 @@ static uint64_t host_prog_key(smban_classifier *c, const smban_frame *f)
     const char *host = f->host ? f->host : "";
     if (f->host_len == c->last_host_len && f->prog_len == c->last_prog_len
         && f->host_len + f->prog_len <= sizeof c->last_hp
-        && memcmp(c->last_hp, host, f->host_len) == 0
-        && memcmp(c->last_hp + f->host_len, f->prog, f->prog_len) == 0)
+        && has_prefix(host, c->last_hp, f->host_len)
+        && has_prefix(f->prog, c->last_hp + f->host_len, f->prog_len))
         return c->last_k0;
     uint64_t k0 = smban_hash_bytes(host, f->host_len, 0)
                 ^ smban_hash_bytes(f->prog, f->prog_len, 1) * 31;
@@ -1186,7 +1195,7 @@ static int connection_opens(const smban_event *ev, const char *msg, size_t n)
 {
     static const char relay[] = "ruleset=check_relay, ";
     return ev->cls == SMBAN_C_CONNECT
-           || (n >= sizeof relay - 1 && memcmp(msg, relay, sizeof relay - 1) == 0);
+           || (n >= sizeof relay - 1 && has_prefix(msg, relay, sizeof relay - 1));
 }
 
 /* Address inheritance (rules 2 and 5): a line that shows its client's

@@ -174,6 +174,21 @@ static const char *ts_bsd(const char *p, const char *end, smban_clock *clk,
     double frac, ref;
     if (end - p < 15 || p[3] != ' ')
         return NULL;
+    /* the previous line's stamp again: the same fields, the same time
+     * (the year inference below still runs against the reference) */
+    if (end - p > 15 && p[15] == ' ' && clk->stamp_year
+        && memcmp(p, clk->stamp, 15) == 0) {
+        int y = ref_year(clk, &ref);
+        if (y == clk->stamp_year) {
+            const int *v = clk->stamp_f;
+            double t = clk->stamp_t;
+            if (t > ref + 86400)
+                t = local_time(clk, y - 1, v[0], v[1], v[2], v[3], v[4]);
+            *out = t;
+            return p + 15;
+        }
+    }
+    const char *start = p;
     if ((mon = month_of(p)) < 0)
         return NULL;
     p += 4;
@@ -195,6 +210,13 @@ static const char *ts_bsd(const char *p, const char *end, smban_clock *clk,
     p = fraction(p, end, &frac);
     int y = ref_year(clk, &ref);
     double t = local_time(clk, y, mon + 1, mday, h, m, s + frac);
+    if (p - start == 15 && p < end && *p == ' ') {
+        memcpy(clk->stamp, start, 15);
+        clk->stamp_year = y;
+        clk->stamp_t = t;
+        int *v = clk->stamp_f;
+        v[0] = mon + 1, v[1] = mday, v[2] = h, v[3] = m, v[4] = s;
+    }
     /* No year in the line: a date more than a day ahead of the reference
      * belongs to the previous year (a December line read in January). */
     if (t > ref + 86400)
@@ -266,8 +288,10 @@ static const char *skip_spaces(const char *p, const char *end)
 
 static const char *token_end(const char *p, const char *end)
 {
-    const char *sp = memchr(p, ' ', (size_t)(end - p));
-    return sp ? sp : end;
+    /* a host name is short: a loop, not a call */
+    while (p < end && *p != ' ')
+        p++;
+    return p;
 }
 
 /* "tag[pid]: " or "tag: " at p.  Returns the message start or NULL. */

@@ -8,6 +8,15 @@
  * backward shift) finds them, and a doubly linked list in use order gives
  * the entry to expire (idle for longer than `idle`, in log time) or to
  * evict (the table is full).  Every operation is O(1) amortised.
+ *
+ * Most lookups of a mail log are for keys that are absent (the pid of a
+ * delivery process, which has no session), and a probe of the index at a
+ * random slot is a cache miss.  A small array of counters, indexed by the
+ * low bits of k0 ^ k1 (for a session: its pid, in a log's one host and
+ * program), answers most of them first: consecutive pids use neighbouring
+ * counters, so the few lines of it in use stay in cache.  A counter
+ * counts the entries of its bucket; one that reached its maximum stays
+ * there (it no longer proves absence).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +43,13 @@ struct smban_table {
     size_t fresh;           /* pool[fresh..max) never used yet */
     double idle;
     uint64_t evicted, expired;
+    uint8_t present[1 << 16];   /* entries per bucket of k0 ^ k1; 255: many */
 };
+
+static uint8_t *presence(smban_table *t, uint64_t k0, uint64_t k1)
+{
+    return &t->present[(uint16_t)(k0 ^ k1)];
+}
 
 /* 64-bit hash of bytes: eight at a time (a multiply and a shift each),
  * the last one to seven byte by byte, then a final avalanche.  Keys are
@@ -127,6 +142,7 @@ void smban_table_clear(smban_table *t)
 {
     memset(t->index, 0xff, (t->mask + 1) * sizeof *t->index);
     memset(t->pool, 0, t->fresh * sizeof *t->pool);
+    memset(t->present, 0, sizeof t->present);
     t->fresh = 0;
     t->free_head = NIL;
     t->head = t->tail = NIL;
@@ -186,6 +202,9 @@ void smban_table_del(smban_table *t, smban_session *s)
         }
     }
     lru_unlink(t, s);
+    uint8_t *n = presence(t, s->k0, s->k1);
+    if (*n != UINT8_MAX)
+        (*n)--;
     /* no need to zero it: smban_table_get zeroes an entry it reuses */
     s->next = t->free_head;
     t->free_head = (uint32_t)(s - t->pool);
@@ -194,6 +213,8 @@ void smban_table_del(smban_table *t, smban_session *s)
 
 smban_session *smban_table_peek(smban_table *t, uint64_t k0, uint64_t k1)
 {
+    if (!*presence(t, k0, k1))
+        return NULL;
     uint32_t h = key_hash(k0, k1);
     for (size_t j = h & t->mask;; j = (j + 1) & t->mask) {
         uint32_t e = t->index[j].pos;
@@ -267,7 +288,10 @@ smban_session *smban_table_get(smban_table *t, uint64_t k0, uint64_t k1,
             i = (uint32_t)t->fresh++;
         }
         s = &t->pool[i];
-        memset(s, 0, sizeof *s);
+        /* a constant's copy: vector stores, where a memset of this size
+         * became a slow string instruction */
+        static const smban_session zero;
+        *s = zero;
         s->k0 = k0;
         s->k1 = k1;
         s->hash = key_hash(k0, k1);
@@ -277,6 +301,9 @@ smban_session *smban_table_get(smban_table *t, uint64_t k0, uint64_t k1,
             j = (j + 1) & t->mask;
         t->index[j].pos = i;
         t->index[j].hash = s->hash;
+        uint8_t *n = presence(t, k0, k1);
+        if (*n != UINT8_MAX)
+            (*n)++;
         t->count++;
     }
     if (now > s->last)

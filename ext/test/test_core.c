@@ -100,6 +100,26 @@ static void test_framing(void)
     CHECK(smban_frame_parse(jan, strlen(jan), &clk, &f) == 0
           && fabs(f.time - smban_utc(2025, 1, 1, 0, 5, 0)) < 1e-6);
 
+    /* the same stamp again comes from the last stamp's cache: the same
+     * time, the year inference included (a December stamp in January) */
+    CHECK(smban_frame_parse(dec, strlen(dec), &clk, &f) == 0
+          && fabs(f.time - smban_utc(2024, 12, 31, 23, 59, 59)) < 1e-6);
+    CHECK(smban_frame_parse(dec, strlen(dec), &clk, &f) == 0
+          && fabs(f.time - smban_utc(2024, 12, 31, 23, 59, 59)) < 1e-6);
+    /* a fraction after it, or a different byte anywhere in it, is parsed */
+    const char *frac = "Dec 31 23:59:59.5 h sendmail[1]: b";
+    CHECK(smban_frame_parse(frac, strlen(frac), &clk, &f) == 0
+          && fabs(f.time - smban_utc(2024, 12, 31, 23, 59, 59.5)) < 1e-6);
+    const char *sec = "Dec 31 23:59:58 h sendmail[1]: b";
+    CHECK(smban_frame_parse(sec, strlen(sec), &clk, &f) == 0
+          && fabs(f.time - smban_utc(2024, 12, 31, 23, 59, 58)) < 1e-6);
+    /* a reference that moved to another year: the stamp is converted again */
+    smban_clock_init(&clk, smban_utc(2025, 1, 1, 0, 10, 0));
+    CHECK(smban_frame_parse(jan, strlen(jan), &clk, &f) == 0);
+    clk.ref = smban_utc(2026, 1, 1, 0, 10, 0);
+    CHECK(smban_frame_parse(jan, strlen(jan), &clk, &f) == 0
+          && fabs(f.time - smban_utc(2026, 1, 1, 0, 5, 0)) < 1e-6);
+
     /* garbage is refused, never crashes */
     const char *bad[] = {"", "Nov", "Nov 17 00:33:33", "Nov 17 00:33:33 host", "<22>1 ",
                          "<22>1 2024-11-17T00:33:33Z", "just some words here"};
@@ -151,6 +171,30 @@ static void test_table(void)
             gone += s == NULL;
     }
     CHECK(found == 500 && gone == 500);
+
+    /* keys sharing the low bits of k0 ^ k1 (one counter of the presence
+     * filter, more than it counts): all found, and none once deleted */
+    smban_table_clear(t);
+    for (uint64_t i = 1; i <= 300; i++)
+        CHECK(smban_table_get(t, i << 16, 7, 1, 1) != NULL);
+    for (uint64_t i = 1; i <= 300; i++)
+        CHECK(smban_table_peek(t, i << 16, 7) != NULL);
+    for (uint64_t i = 1; i <= 300; i += 2)
+        smban_table_del(t, smban_table_peek(t, i << 16, 7));
+    found = gone = 0;
+    for (uint64_t i = 1; i <= 300; i++) {
+        smban_session *s = smban_table_peek(t, i << 16, 7);
+        found += i % 2 == 0 && s && s->k0 == i << 16;
+        gone += i % 2 && !s;
+    }
+    CHECK(found == 150 && gone == 150);
+    /* a counter that never saturated says absent once its keys are gone */
+    CHECK(smban_table_get(t, 5, 1, 1, 1) != NULL);
+    smban_table_del(t, smban_table_peek(t, 5, 1));
+    CHECK(smban_table_peek(t, 5, 1) == NULL);
+    CHECK(smban_table_get(t, 5, 1, 1, 0) == NULL);
+    smban_table_clear(t);
+    CHECK(smban_table_peek(t, 2 << 16, 7) == NULL);
 
     /* a flood of distinct keys never exceeds the bound */
     for (uint64_t i = 0; i < 100000; i++)
