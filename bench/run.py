@@ -6,7 +6,8 @@ Generates two logs (bench/genlog.py; cached in bench/out/): a mail server's
 ordinary day ("mail", --lines, default 1,000,000) and a server under attack
 ("attack", --attack-lines, default 300,000: nine lines in ten an
 attacker's, three syslog framings).  On each, times every command R times
-(default 5) on one core (taskset), and prints a table per workload:
+(default 5, in rounds: each command once a round) on one core (taskset),
+and prints a table per workload (--classify-only: these tables alone):
   - the batch path: python3 -m smban classify --count FILE
   - fail2ban-regex with sendmail-auth, sendmail-reject and filters/smban.conf
   - for reference, in process: classify_file reading the file (the
@@ -49,12 +50,6 @@ def run(cmd, env=None):
     if p.returncode != 0:
         raise SystemExit("bench: %s failed (%d)" % (" ".join(cmd), p.returncode))
     return elapsed, ru.ru_maxrss / 1024.0, out
-
-
-def runs(cmd, repeat, env=None):
-    """([seconds of each run], max peak RSS MiB, stdout of the first)."""
-    results = [run(cmd, env) for _ in range(repeat)]
-    return [r[0] for r in results], max(r[1] for r in results), results[0][2]
 
 
 IN_PROCESS = r"""
@@ -116,15 +111,26 @@ def classify_table(profile, nlines, repeat, env, conf, f2b_regex):
     # py3compile at install; fail2ban-regex runs on its package's byte code):
     # with PYTHONDONTWRITEBYTECODE set, Python would compile it on every run
     subprocess.run([PY, "-m", "compileall", "-q", os.path.join(ROOT, "smban")], check=True)
-    times, rss, _ = runs([PY, "-m", "smban", "classify", "--count", log], repeat)
-    rows.append(("smban `classify --count`, the command end to end", times, rss))
+    commands = [("smban `classify --count`, the command end to end",
+                 [PY, "-m", "smban", "classify", "--count", log])]
     for name, path in (("sendmail-auth", "/etc/fail2ban/filter.d/sendmail-auth.conf"),
                        ("sendmail-reject", "/etc/fail2ban/filter.d/sendmail-reject.conf"),
                        ("smban.conf (the regex twin)",
                         os.path.join(conf, "filter.d", "smban.conf"))):
-        print("bench: fail2ban-regex %s ..." % name, file=sys.stderr)
-        times, rss, _ = runs([f2b_regex, log, path], repeat)
-        rows.append(("`fail2ban-regex` with %s, the command end to end" % name, times, rss))
+        commands.append(("`fail2ban-regex` with %s, the command end to end" % name,
+                         [f2b_regex, log, path]))
+    # in rounds, each command once a round: a machine that slows down for a
+    # while (a busy neighbour on a shared host) slows every command alike,
+    # not only the ones that happened to run then
+    measured = [([], [0.0]) for _ in commands]
+    for r in range(repeat):
+        print("bench: round %d of %d ..." % (r + 1, repeat), file=sys.stderr)
+        for (times, rss), (_, cmd) in zip(measured, commands):
+            t, m, _ = run(cmd)
+            times.append(t)
+            rss[0] = max(rss[0], m)
+    for (name, _), (times, rss) in zip(commands, measured):
+        rows.append((name, times, rss[0]))
     _, rss, out = run([PY, "-c", IN_PROCESS, log, str(repeat), "file"], env)
     rows.append(("in process: `classify_file` reading the file",
                  [float(x) for x in out.split()[1:]], rss))
@@ -152,6 +158,8 @@ def main():
     ap.add_argument("--lines", type=int, default=1000000)
     ap.add_argument("--attack-lines", type=int, default=300000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--classify-only", action="store_true",
+                    help="only the classifier's tables (not the ban backends, audit, engine)")
     args = ap.parse_args()
     if min(args.lines, args.attack_lines, args.repeat) < 1:
         raise SystemExit("bench: --lines, --attack-lines and --repeat must be positive")
@@ -171,6 +179,8 @@ def main():
     print(table)
     with open(os.path.join(OUT, "classify.md"), "w") as f:
         f.write(table)
+    if args.classify_only:
+        return
     log = logfile("mail", args.lines)
 
     ipt = os.path.join(HERE, "iptables_bench.py")
