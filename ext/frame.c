@@ -174,17 +174,13 @@ static const char *ts_bsd(const char *p, const char *end, smban_clock *clk,
     double frac, ref;
     if (end - p < 15 || p[3] != ' ')
         return NULL;
-    /* the previous line's stamp again: the same fields, the same time
-     * (the year inference below still runs against the reference) */
+    /* the previous line's stamp again, in the same year of the reference:
+     * the same time (a stamp that belongs to the year before, below, is
+     * rare and parsed again) */
     if (end - p > 15 && p[15] == ' ' && clk->stamp_year
         && memcmp(p, clk->stamp, 15) == 0) {
-        int y = ref_year(clk, &ref);
-        if (y == clk->stamp_year) {
-            const int *v = clk->stamp_f;
-            double t = clk->stamp_t;
-            if (t > ref + 86400)
-                t = local_time(clk, y - 1, v[0], v[1], v[2], v[3], v[4]);
-            *out = t;
+        if (ref_year(clk, &ref) == clk->stamp_year && clk->stamp_t <= ref + 86400) {
+            *out = clk->stamp_t;
             return p + 15;
         }
     }
@@ -214,8 +210,6 @@ static const char *ts_bsd(const char *p, const char *end, smban_clock *clk,
         memcpy(clk->stamp, start, 15);
         clk->stamp_year = y;
         clk->stamp_t = t;
-        int *v = clk->stamp_f;
-        v[0] = mon + 1, v[1] = mday, v[2] = h, v[3] = m, v[4] = s;
     }
     /* No year in the line: a date more than a day ahead of the reference
      * belongs to the previous year (a December line read in January). */

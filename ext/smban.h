@@ -101,11 +101,10 @@ typedef struct {
     unsigned victim;        /* the entry the next miss replaces */
     double wall;            /* the wall clock, when ref is 0 */
     unsigned calls;
-    /* the last "Mmm dd hh:mm:ss" stamp without a fraction, its fields and
-     * its time in stamp_year (a busy log logs many lines a second) */
+    /* the last "Mmm dd hh:mm:ss" stamp without a fraction and its time in
+     * stamp_year (a busy log logs many lines a second) */
     char stamp[15];
     int stamp_year;         /* 0: none yet */
-    int stamp_f[5];         /* month 1-12, day, hour, minute, second */
     double stamp_t;
 } smban_clock;
 
